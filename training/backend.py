@@ -271,3 +271,40 @@ def run_test_step(model, *args):
         )
         return logs, (state.trainable, state.non_trainable, state.metrics)
     return _run_eager_or_graph(model, args[0], training=False)
+
+
+def check_index_range(indices, upper, what="task id"):
+    """Raises ValueError if integer `indices` fall outside [0, upper).
+
+    Checked wherever it costs no host synchronisation of an accelerator:
+    concrete values on JAX and eager TensorFlow, CPU tensors on torch. On a
+    torch accelerator the check is a device-side assert (`torch._assert_async`:
+    the error surfaces at the next synchronisation). Under `jax.jit` and
+    `tf.function` there is nothing concrete to check: out-of-range ids then
+    follow the backend's gather semantics (JAX clamps or fills, TF-XLA clamps)
+    and give wrong outputs silently, so validate ids in the input pipeline.
+    """
+    if isinstance(indices, keras.KerasTensor):
+        return
+    if BACKEND == "torch":
+        if indices.device.type != "cpu":
+            torch._assert_async(
+                ((indices >= 0) & (indices < upper)).all(),
+                f"{what} out of range [0, {upper})",
+            )
+            return
+        values = indices.numpy()
+    elif BACKEND == "jax":
+        if isinstance(indices, jax.core.Tracer):
+            return
+        values = jax.device_get(indices)
+    else:
+        if not tf.executing_eagerly() or not hasattr(indices, "numpy"):
+            return
+        values = indices.numpy()
+    if values.size and (values.min() < 0 or values.max() >= upper):
+        bad = values[(values < 0) | (values >= upper)]
+        raise ValueError(
+            f"{what} out of range: got {bad.tolist()[:8]}, expected integers "
+            f"in [0, {upper})."
+        )

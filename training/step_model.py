@@ -26,6 +26,15 @@ from keras import tree
 
 from training import backend
 
+# NOTE 1: Keras turns `SomeModel(inputs, outputs)` into a functional model by
+# rewriting the bases of SomeModel and of all its ancestors in place
+# (`inject_functional_model_class`), which would turn StepModel itself into a
+# functional class and break every later subclassed model. Like `keras.Model`,
+# StepModel instead instantiates a functional subclass: `FunctionalStepModel`
+# for StepModel, a cached `(Subclass, Functional)` class for a subclass.
+from keras.src.models.functional import Functional as _Functional  # noqa: E402
+from keras.src.models.model import functional_init_arguments  # noqa: E402
+
 
 class StepState(NamedTuple):
     """Values (native tensors) of everything a step may read or update.
@@ -41,10 +50,14 @@ class StepState(NamedTuple):
     metrics: list
 
 
+_FUNCTIONAL_VARIANTS = {}
+
+
 def _batch_size(x):
     return ops.shape(next(t for t in tree.flatten(x) if t is not None))[0]
 
 
+@keras.saving.register_keras_serializable(package="modular_zoo")
 class StepModel(keras.Model):
     """A `keras.Model` whose train and test steps are written once.
 
@@ -69,6 +82,24 @@ class StepModel(keras.Model):
             return logs, StepState(trainable, non_trainable, optimizer, metrics)
     ```
     """
+
+    def __new__(cls, *args, **kwargs):
+        if functional_init_arguments(args, kwargs) and not issubclass(
+            cls, _Functional
+        ):  # NOTE 1
+            if cls is StepModel:
+                variant = FunctionalStepModel
+            else:
+                variant = _FUNCTIONAL_VARIANTS.get(cls)
+                if variant is None:
+                    variant = type(
+                        cls.__name__,
+                        (cls, _Functional),
+                        {"__module__": cls.__module__, "__doc__": cls.__doc__},
+                    )
+                    _FUNCTIONAL_VARIANTS[cls] = variant
+            return keras.Model.__new__(variant)
+        return keras.Model.__new__(cls)
 
     # -- The adapters Keras calls. -----------------------------------------
     def train_step(self, *args):
@@ -172,3 +203,8 @@ class StepModel(keras.Model):
             new_value = scope.get_current_value(variable)
             new_metrics.append(value if new_value is None else new_value)
         return logs, new_metrics
+
+
+@keras.saving.register_keras_serializable(package="modular_zoo")
+class FunctionalStepModel(StepModel, _Functional):
+    """`StepModel(inputs, outputs)`: a functional model with the core's steps."""

@@ -1,0 +1,74 @@
+"""Command line: `python -m zoo list` and `python -m zoo run <experiment>`.
+
+The backend is chosen with `--backend` (or KERAS_BACKEND) before keras is
+imported, so this module imports nothing from keras at the top level.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def _parser():
+    from zoo.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS, load_experiment
+
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo",
+        description="Modular multi-task learning zoo: bundled experiments.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the bundled experiments")
+    run = commands.add_parser("run", help="run an experiment and print its results")
+    experiments = run.add_subparsers(dest="experiment")
+    for name in sorted(EXPERIMENTS):
+        module = load_experiment(name)
+        sub = experiments.add_parser(name, help=module.DESCRIPTION)
+        sub.add_argument("--backend", choices=BACKENDS, default=None,
+                         help="Keras backend (default: $KERAS_BACKEND or jax)")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--output-dir", default=os.path.join("runs", name),
+                         help="checkpoints, history and the final model; an "
+                              "interrupted run resumes from here ('' to disable)")
+        sub.add_argument("--verbose", type=int, default=2,
+                         help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
+        module.add_arguments(sub)
+    run.set_defaults(experiment=DEFAULT_EXPERIMENT)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from zoo.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS, load_experiment
+
+    # `run` with no experiment (or only options) runs the default one.
+    if argv[:1] == ["run"] and (len(argv) == 1 or argv[1].startswith("-")):
+        argv.insert(1, DEFAULT_EXPERIMENT)
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for name in sorted(EXPERIMENTS):
+            marker = " (default)" if name == DEFAULT_EXPERIMENT else ""
+            print(f"{name}{marker}: {load_experiment(name).DESCRIPTION}")
+        return 0
+
+    backend = args.backend or os.environ.get("KERAS_BACKEND") or "jax"
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
+        raise SystemExit("keras was imported before the backend could be chosen.")
+    os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    start = time.time()
+    results = load_experiment(args.experiment).run(args)
+    print(json.dumps({
+        "experiment": args.experiment,
+        "backend": backend,
+        "seconds": round(time.time() - start, 1),
+        "results": results,
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

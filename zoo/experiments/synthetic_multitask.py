@@ -41,6 +41,7 @@ def run(args):
     val_y = targets[split:]
 
     model = TaskConditionedMLP(num_tasks=args.num_tasks, output_dim=targets.shape[-1])
+    model((features[:1], task_ids[:1]))  # built, so BackupAndRestore can restore it
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate), loss="mse"
     )

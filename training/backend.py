@@ -33,6 +33,7 @@ NOTE 3 (TensorFlow): `tf.IndexedSlices` gradients (from gathers) are made
 import threading
 
 import keras
+import numpy as np
 from keras import tree
 
 BACKEND = keras.backend.backend()
@@ -286,7 +287,9 @@ def check_index_range(indices, upper, what="task id"):
     """
     if isinstance(indices, keras.KerasTensor):
         return
-    if BACKEND == "torch":
+    if isinstance(indices, (np.ndarray, list, tuple, int)):
+        values = np.asarray(indices)
+    elif BACKEND == "torch":
         if indices.device.type != "cpu":
             torch._assert_async(
                 ((indices >= 0) & (indices < upper)).all(),

@@ -105,3 +105,5 @@ def test_check_index_range_raises_with_the_offending_ids():
         check_index_range(ops.convert_to_tensor(np.array([0, 5], "int32")), 3)
     with pytest.raises(ValueError, match="out of range"):
         check_index_range(ops.convert_to_tensor(np.array([-1], "int32")), 3)
+    with pytest.raises(ValueError, match="out of range"):  # NumPy input too
+        check_index_range(np.array([4]), 3)

@@ -1,0 +1,847 @@
+"""Polytropon skill adapters: `SkillLoRADense` and `SkillLoRAEinsumDense`.
+
+Paper: E. M. Ponti, A. Sordoni, Y. Bengio, S. Reddy, "Combining Parameter-
+efficient Modules for Task-level Generalisation" (Polytropon), EACL 2023
+(papers/polytropon-combining-modular-skills.txt). Reference implementations:
+the authors' `mttl` code and Hugging Face PEFT's `poly` tuner.
+
+Every adapted layer owns a task-skill allocation matrix Z (logits, shape
+(num_tasks, num_splits * num_skills)) and an inventory of skills Phi. The
+parameters used for task i are the frozen base parameters plus the average
+of the skills active for task i (paper Eq. 3). Skills are low-rank (LoRA,
+NLP experiments) or sparse (SFT, RL experiments).
+
+NOTE 1 (paper Eq. 4 vs code): Eq. 4 reads W0 + z^T A B. Like the reference
+  code we mix the A's and the B's separately and multiply the mixtures,
+  delta W = scale * (sum_s w_s A_s)(sum_s w_s B_s), not sum_s w_s A_s B_s.
+NOTE 2 (layout): PEFT stores A as (splits, skills, in/splits, r). We store
+  `lora_a` as (splits, skills, r, in/splits) (the gradient of A is 2-5x
+  faster on CPU in this layout); `lora_b` is (splits, skills, r,
+  out/splits) as in PEFT. Transpose the last two axes of PEFT's A to load it.
+NOTE 3 (splits, as in PEFT): the input features are cut into num_splits
+  contiguous chunks and chunk q is multiplied by split q's mixed A; the rank-r
+  intermediates of all chunks are SUMMED (not kept per split), and output
+  chunk q is that sum times split q's mixed B.
+NOTE 4 (scale): scale = 1/r (reference) or lora_alpha/r when `lora_alpha` is
+  given. It multiplies the rank-r intermediate, not the full output (the
+  same number, fewer multiplications).
+NOTE 5 (inference): the paper gives only the training relaxation (Eq. 2);
+  as in the reference code inference uses sigmoid(logit) without
+  temperature or noise. `gumbel_noise=False` switches the noise off in
+  training too (as in the multi-head routing follow-up).
+NOTE 6 (noise): the relaxed-Bernoulli noise is drawn per example (as in
+  PEFT), the uniform clipped to [eps, 1 - eps] (float32 eps, like torch's
+  clamp_probs).
+NOTE 7 (discreteness): paper Eq. 5 writes the mean normalised entropy while
+  its text says a binary matrix scores 1 and an all-0.5 matrix 0; we follow
+  the text: 1 - mean binary entropy in bits. Usage (Eq. 7) with one skill is
+  0/0; we return 1.0 (a one-category distribution is perfectly balanced).
+  Rows of the metrics are (task, split) pairs.
+NOTE 8 (Task-MoE): softmax over skills per split, keep the top_k largest
+  probabilities and renormalise them to sum to 1 (GShard-style top-k);
+  no noise, no load-balancing loss (routing is per task, not per token).
+NOTE 9 (HyperFormer): the paper draws the equivalence between a linear
+  hypernetwork on a task embedding and the skill inventory; "hyper" is
+  exactly that: a learned continuous task embedding e_t (num_splits *
+  num_skills values, N(0, 1/num_skills) so the generated A has LoRA's
+  scale) generates A_t = sum_j e_tj A_j and B_t = sum_j e_tj B_j (no
+  sigmoid, no normalisation). HyperFormer's MLP task projector and
+  bottleneck adapters are not reproduced (the paper too uses LoRA for it).
+  As with LoRA's B = 0 start, the embeddings get gradients once B moves.
+NOTE 10 (SFT): the mask is random (as in the paper, not LT-SFT's
+  magnitude-based selection), drawn once from `mask_seed` with NumPy so it
+  is identical on every backend, with exactly round((1 - sparsity) * in *
+  out) ones per skill. Deltas start at zero and have no scale. Splits mix
+  the rows of the deltas in chunks, like A in LoRA.
+NOTE 11 (few-shot): `add_tasks` appends logit rows at 0 (p = 0.5) for
+  "learned" and "moe", embedding rows N(0, 1/num_skills) for "hyper" and
+  rows given by the caller for "fixed"; "private" cannot grow (it would need
+  new skills). Re-compile and rebuild the optimizer after adding tasks.
+
+Task ids: integer tensor (batch,). Out-of-range ids raise ValueError in eager
+mode (`training.backend.check_index_range`); under jit they cannot be checked
+and follow the backend's gather semantics (wrong outputs, no error). When the
+call gets no ids, the ids set by the innermost `task_context(...)` are used
+(for code paths such as KerasHub's generate() that call sublayers directly);
+under jit such ids become constants of the traced function.
+"""
+
+import contextlib
+import math
+import threading
+
+import keras
+import numpy as np
+from keras import ops
+
+from training.backend import check_index_range
+
+ALLOCATIONS = ("learned", "private", "shared", "fixed", "moe", "hyper")
+ADAPTERS = ("lora", "sft")
+_EPS = 1e-12  # row normalisation, as in the reference code
+_UNIFORM_EPS = float(np.finfo(np.float32).eps)
+_snake_names = {
+    "SkillLoRADense": "skill_lora_dense",
+    "SkillLoRAEinsumDense": "skill_lora_einsum_dense",
+}
+
+# ---------------------------------------------------------------------------
+# Task context (ids for layers called without them).
+# ---------------------------------------------------------------------------
+_context = threading.local()
+
+
+@contextlib.contextmanager
+def task_context(task_ids):
+    """Sets the task ids used by skill layers called without `task_ids`.
+
+    Contexts nest (the innermost wins) and are thread-local.
+
+    >>> layer = SkillLoRADense(4, num_tasks=2, num_skills=2, rank=1)
+    >>> with task_context(np.array([0, 1])):
+    ...     y = layer(np.ones((2, 3), "float32"))
+    """
+    stack = getattr(_context, "stack", None)
+    if stack is None:
+        stack = _context.stack = []
+    stack.append(task_ids)
+    try:
+        yield task_ids
+    finally:
+        stack.pop()
+
+
+def current_task_ids():
+    """The ids of the innermost `task_context`, or None."""
+    stack = getattr(_context, "stack", None)
+    return stack[-1] if stack else None
+
+
+# ---------------------------------------------------------------------------
+# Allocation metrics (paper Eqs. 5-7).
+# ---------------------------------------------------------------------------
+def skill_allocation_metrics(probs):
+    """Discreteness, sparsity and usage of an allocation probability matrix.
+
+    Args:
+        probs: array (rows, num_skills) of probabilities in [0, 1] (rows are
+            tasks, or (task, split) pairs).
+    Returns:
+        dict with "discreteness" (1 - mean binary entropy in bits; 1 for a
+        binary matrix, 0 for all 0.5, NOTE 7), "sparsity" (mean of the
+        rounded probabilities) and "usage" (entropy of the normalised column
+        sums divided by log num_skills).
+
+    >>> skill_allocation_metrics(np.eye(2))["discreteness"]
+    1.0
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probs must be (rows, num_skills); got {p.shape}.")
+    if np.any(p < 0) or np.any(p > 1):
+        raise ValueError("probs must lie in [0, 1].")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = -(np.where(p > 0, p * np.log2(p), 0.0)
+                 + np.where(p < 1, (1 - p) * np.log2(1 - p), 0.0))
+    columns = p.sum(axis=0)
+    num_skills = p.shape[1]
+    if num_skills == 1:
+        usage = 1.0  # NOTE 7
+    elif columns.sum() == 0:
+        usage = 0.0
+    else:
+        dist = columns / columns.sum()
+        nonzero = dist[dist > 0]
+        usage = float(-(nonzero * np.log(nonzero)).sum() / math.log(num_skills))
+    return {
+        "discreteness": float(1.0 - bits.mean()),
+        "sparsity": float(np.round(p).mean()),
+        "usage": usage,
+    }
+
+
+def _kaiming_uniform_sqrt5(fan_in):
+    # PyTorch nn.Linear / PEFT: kaiming_uniform_(a=sqrt(5)) -> U(+-1/sqrt(fan_in)).
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def _letters(pool, count):
+    if count > len(pool):
+        raise ValueError(f"Too many axes ({count}) for the einsum equations.")
+    return pool[:count]
+
+
+# ---------------------------------------------------------------------------
+# Shared machinery.
+# ---------------------------------------------------------------------------
+class _SkillAdapter(keras.layers.Layer):
+    """Allocation + skill inventory shared by the two public layers.
+
+    Subclasses define `_base_output(inputs)`, and set `self._in_dims`,
+    `self._out_dims` (feature axes contracted / produced by the base kernel)
+    before calling `_build_skills()`.
+    """
+
+    def __init__(
+        self,
+        num_tasks,
+        num_skills,
+        rank,
+        num_splits=1,
+        allocation="learned",
+        adapter="lora",
+        temperature=1.0,
+        gumbel_noise=True,
+        lora_alpha=None,
+        top_k=2,
+        expert_matrix=None,
+        sft_sparsity=0.9,
+        mask_seed=0,
+        seed=None,
+        logits_initializer=None,
+        skill_regularizer=None,
+        **kwargs,
+    ):
+        prefix = _snake_names.get(type(self).__name__)
+        if kwargs.get("name") is None and prefix:  # not "skill_lo_ra_dense"
+            uid = keras.backend.get_uid(prefix)
+            kwargs["name"] = prefix if uid == 1 else f"{prefix}_{uid - 1}"
+        super().__init__(**kwargs)
+        self.num_tasks = _positive_int(num_tasks, "num_tasks")
+        self.num_skills = _positive_int(num_skills, "num_skills")
+        self.rank = _positive_int(rank, "rank")
+        self.num_splits = _positive_int(num_splits, "num_splits")
+        if allocation not in ALLOCATIONS:
+            raise ValueError(
+                f"allocation must be one of {ALLOCATIONS}; got {allocation!r}.")
+        if adapter not in ADAPTERS:
+            raise ValueError(f"adapter must be one of {ADAPTERS}; got {adapter!r}.")
+        self.allocation = allocation
+        self.adapter = adapter
+        if allocation == "private" and num_skills != num_tasks:
+            raise ValueError(
+                "allocation='private' (Z = I) needs num_skills == num_tasks; "
+                f"got num_skills={num_skills}, num_tasks={num_tasks}.")
+        if allocation == "shared" and num_skills != 1:
+            raise ValueError(
+                f"allocation='shared' (Z = 1) needs num_skills=1; got {num_skills}.")
+        if allocation == "fixed":
+            if expert_matrix is None:
+                raise ValueError(
+                    "allocation='fixed' needs expert_matrix, a (num_tasks, "
+                    "num_skills) 0/1 array.")
+            matrix = np.asarray(expert_matrix, dtype="float32")
+            if matrix.shape != (num_tasks, num_skills):
+                raise ValueError(
+                    f"expert_matrix must have shape (num_tasks, num_skills) = "
+                    f"({num_tasks}, {num_skills}); got {matrix.shape}.")
+            if not np.all((matrix == 0) | (matrix == 1)):
+                raise ValueError("expert_matrix must contain only 0 and 1.")
+            self.expert_matrix = matrix
+        elif expert_matrix is not None:
+            raise ValueError("expert_matrix is only used with allocation='fixed'.")
+        else:
+            self.expert_matrix = None
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}.")
+        self.temperature = float(temperature)
+        self.gumbel_noise = bool(gumbel_noise)
+        self.lora_alpha = None if lora_alpha is None else float(lora_alpha)
+        self.top_k = _positive_int(top_k, "top_k")
+        if not 0.0 <= sft_sparsity < 1.0:
+            raise ValueError(f"sft_sparsity must be in [0, 1); got {sft_sparsity}.")
+        self.sft_sparsity = float(sft_sparsity)
+        self.mask_seed = int(mask_seed)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.logits_initializer = keras.initializers.get(
+            logits_initializer
+            or keras.initializers.RandomUniform(-1e-3, 1e-3))
+        self.skill_regularizer = keras.regularizers.get(skill_regularizer)
+
+    # -- configuration ----------------------------------------------------
+    @property
+    def scale(self):
+        """LoRA scale: 1/r, or lora_alpha/r (NOTE 4)."""
+        return (1.0 if self.lora_alpha is None else self.lora_alpha) / self.rank
+
+    def _skill_config(self):
+        return {
+            "num_tasks": self.num_tasks,
+            "num_skills": self.num_skills,
+            "rank": self.rank,
+            "num_splits": self.num_splits,
+            "allocation": self.allocation,
+            "adapter": self.adapter,
+            "temperature": self.temperature,
+            "gumbel_noise": self.gumbel_noise,
+            "lora_alpha": self.lora_alpha,
+            "top_k": self.top_k,
+            "expert_matrix": (None if self.expert_matrix is None
+                              else self.expert_matrix.astype(int).tolist()),
+            "sft_sparsity": self.sft_sparsity,
+            "mask_seed": self.mask_seed,
+            "seed": self.seed,
+            "logits_initializer": keras.initializers.serialize(
+                self.logits_initializer),
+            "skill_regularizer": keras.regularizers.serialize(
+                self.skill_regularizer),
+        }
+
+    # -- weights -----------------------------------------------------------
+    def _build_skills(self):
+        in_features = int(np.prod(self._in_dims))
+        out_features = int(np.prod(self._out_dims))
+        self.in_features, self.out_features = in_features, out_features
+        splits = self.num_splits
+        if in_features % splits or out_features % splits:
+            raise ValueError(
+                f"num_splits={splits} must divide in_features={in_features} "
+                f"and out_features={out_features}.")
+        rows = splits * self.num_skills
+        if self.allocation in ("learned", "moe"):
+            self.skill_logits = self.add_weight(
+                name="skill_logits", shape=(self.num_tasks, rows),
+                initializer=self.logits_initializer, autocast=False)
+        elif self.allocation == "hyper":
+            self.task_embeddings = self.add_weight(
+                name="task_embeddings", shape=(self.num_tasks, rows),
+                initializer=self._embedding_initializer(), autocast=False)
+        if self.adapter == "lora":
+            # NOTE 2: A is (splits, skills, r, in/splits), PEFT's is transposed.
+            self.lora_a = self.add_weight(
+                name="lora_a",
+                shape=(splits, self.num_skills, self.rank, in_features // splits),
+                initializer=_kaiming_uniform_sqrt5(in_features // splits),
+                regularizer=self.skill_regularizer)
+            self.lora_b = self.add_weight(
+                name="lora_b",
+                shape=(splits, self.num_skills, self.rank, out_features // splits),
+                initializer="zeros", regularizer=self.skill_regularizer)
+        else:
+            self.sft_deltas = self.add_weight(
+                name="sft_deltas",
+                shape=(self.num_skills, in_features, out_features),
+                initializer="zeros", regularizer=self.skill_regularizer)
+            self.sft_masks = self.add_weight(
+                name="sft_masks",
+                shape=(self.num_skills, in_features, out_features),
+                initializer=keras.initializers.Constant(self._draw_masks()),
+                trainable=False)
+
+    def _embedding_initializer(self):
+        return keras.initializers.RandomNormal(
+            stddev=1.0 / math.sqrt(self.num_skills), seed=self.seed)
+
+    def _draw_masks(self):
+        # NOTE 10: NumPy, so that masks agree on every backend.
+        size = self.in_features * self.out_features
+        active = int(round((1.0 - self.sft_sparsity) * size))
+        rng = np.random.default_rng(self.mask_seed)
+        masks = np.zeros((self.num_skills, size), dtype="float32")
+        for skill in range(self.num_skills):  # build time only
+            masks[skill, rng.permutation(size)[:active]] = 1.0
+        return masks.reshape(self.num_skills, self.in_features, self.out_features)
+
+    # -- allocation --------------------------------------------------------
+    def _uniform_noise(self, shape):
+        """U(0, 1) clipped as torch's clamp_probs (NOTE 6); tests patch this."""
+        return keras.random.uniform(
+            shape, minval=_UNIFORM_EPS, maxval=1.0 - _UNIFORM_EPS,
+            dtype="float32", seed=self.seed_generator)
+
+    def _rows(self, table, task_ids):
+        rows = ops.take(table, task_ids, axis=0)
+        return ops.reshape(rows, (-1, self.num_splits, self.num_skills))
+
+    def allocation_weights(self, task_ids, training=False):
+        """Mixing weights w (batch, num_splits, num_skills), float32."""
+        task_ids = ops.cast(task_ids, "int32")
+        shape = (-1, self.num_splits, self.num_skills)
+        if self.allocation == "learned":
+            logits = self._rows(self.skill_logits, task_ids)
+            if training and self.gumbel_noise:
+                u = self._uniform_noise(ops.shape(logits))  # NOTE 6
+                logits = logits + ops.log(u) - ops.log1p(-u)
+                probs = ops.sigmoid(logits / self.temperature)
+            else:
+                probs = ops.sigmoid(logits)  # NOTE 5
+            return probs / (ops.sum(probs, axis=-1, keepdims=True) + _EPS)
+        if self.allocation == "hyper":
+            return self._rows(self.task_embeddings, task_ids)  # NOTE 9
+        if self.allocation == "moe":
+            return self._moe_probs(self._rows(self.skill_logits, task_ids))
+        if self.allocation == "private":
+            one_hot = ops.one_hot(task_ids, self.num_skills, dtype="float32")
+            return ops.broadcast_to(
+                one_hot[:, None, :],
+                (ops.shape(task_ids)[0], self.num_splits, self.num_skills))
+        if self.allocation == "shared":
+            return ops.ones(
+                (ops.shape(task_ids)[0], self.num_splits, 1), dtype="float32")
+        matrix = ops.convert_to_tensor(self.expert_matrix, dtype="float32")
+        rows = ops.take(matrix, task_ids, axis=0)
+        rows = rows / (ops.sum(rows, axis=-1, keepdims=True) + _EPS)
+        rows = ops.broadcast_to(
+            rows[:, None, :],
+            (ops.shape(task_ids)[0], self.num_splits, self.num_skills))
+        return ops.reshape(rows, shape)
+
+    def _moe_probs(self, logits):
+        probs = ops.softmax(logits, axis=-1)
+        if self.top_k >= self.num_skills:
+            return probs
+        top_values, _ = ops.top_k(probs, self.top_k)  # NOTE 8
+        keep = ops.cast(probs >= top_values[..., -1:], probs.dtype)
+        kept = probs * keep
+        return kept / ops.sum(kept, axis=-1, keepdims=True)
+
+    def allocation_probabilities(self):
+        """Inference allocation probabilities as NumPy (num_tasks, splits, skills).
+
+        "learned": sigmoid(logits); "private": I; "shared": 1; "fixed": the
+        expert matrix; "moe": top-k softmax. "hyper" has no probabilities.
+        """
+        if self.allocation == "hyper":
+            raise ValueError(
+                "allocation='hyper' uses continuous task embeddings, not "
+                "allocation probabilities.")
+        if not self.built:
+            raise ValueError("Build the layer before reading its allocation.")
+        shape = (self.num_tasks, self.num_splits, self.num_skills)
+        if self.allocation == "learned":
+            probs = ops.sigmoid(ops.reshape(self.skill_logits, shape))
+        elif self.allocation == "moe":
+            probs = self._moe_probs(ops.reshape(self.skill_logits, shape))
+        elif self.allocation == "private":
+            probs = np.broadcast_to(
+                np.eye(self.num_tasks, dtype="float32")[:, None], shape)
+        elif self.allocation == "shared":
+            probs = np.ones(shape, "float32")
+        else:
+            probs = np.broadcast_to(self.expert_matrix[:, None], shape)
+        return np.array(ops.convert_to_numpy(probs))
+
+    def allocation_metrics(self):
+        """Paper Eqs. 5-7 on `allocation_probabilities()` (NOTE 7)."""
+        probs = self.allocation_probabilities()
+        return skill_allocation_metrics(probs.reshape(-1, self.num_skills))
+
+    # -- few-shot adaptation ----------------------------------------------
+    def add_tasks(self, n, expert_rows=None):
+        """Appends `n` tasks, keeping the existing rows (NOTE 11).
+
+        New "learned"/"moe" rows have logits 0 (p = 0.5). `expert_rows`
+        (n, num_skills) 0/1 is required for "fixed". Returns the ids of the
+        new tasks.
+        """
+        n = _positive_int(n, "n")  # NOTE 11
+        old_count = self.num_tasks
+        if self.allocation == "private":
+            raise ValueError(
+                "allocation='private' cannot add tasks: Z = I would need new "
+                "skills. Build a new layer with more skills instead.")
+        if self.allocation == "fixed":
+            if expert_rows is None:
+                raise ValueError("allocation='fixed' needs expert_rows (n, num_skills).")
+            rows = np.asarray(expert_rows, dtype="float32")
+            if rows.shape != (n, self.num_skills) or not np.all(
+                    (rows == 0) | (rows == 1)):
+                raise ValueError(
+                    f"expert_rows must be a 0/1 array of shape ({n}, "
+                    f"{self.num_skills}); got shape {rows.shape}.")
+            self.expert_matrix = np.concatenate([self.expert_matrix, rows])
+        elif expert_rows is not None:
+            raise ValueError("expert_rows is only used with allocation='fixed'.")
+        if self.built and self.allocation in ("learned", "moe", "hyper"):
+            name = "task_embeddings" if self.allocation == "hyper" else "skill_logits"
+            old = getattr(self, name)
+            new_shape = (n, self.num_splits * self.num_skills)
+            if self.allocation == "hyper":
+                extra = self._embedding_initializer()(new_shape)
+            else:
+                extra = ops.zeros(new_shape)
+            value = ops.concatenate([ops.convert_to_tensor(old.value), extra], 0)
+            self._replace_variable(name, old, value)
+        self.num_tasks = old_count + n
+        return list(range(old_count, self.num_tasks))
+
+    def _replace_variable(self, name, old, value):
+        store = (self._trainable_variables if old.trainable
+                 else self._non_trainable_variables)
+        index = next(i for i, v in enumerate(store) if v is old)
+        locked = self._tracker.locked
+        self._tracker.unlock()
+        try:
+            self._untrack_variable(old)
+            object.__delattr__(self, name)
+            new = self.add_weight(
+                name=name, shape=tuple(value.shape), initializer="zeros",
+                trainable=old.trainable, autocast=False)
+            setattr(self, name, new)
+        finally:
+            if locked:
+                self._tracker.lock()
+        new.assign(value)
+        # Keep the variable's position so saved weights load in order.
+        store = (self._trainable_variables if new.trainable
+                 else self._non_trainable_variables)
+        position = next(i for i, v in enumerate(store) if v is new)
+        store.insert(index, store.pop(position))
+
+    # -- forward -----------------------------------------------------------
+    def _task_ids(self, inputs, task_ids):
+        if task_ids is None:
+            task_ids = current_task_ids()
+            if task_ids is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs task ids: call it as "
+                    "layer(inputs, task_ids) or inside task_context(task_ids).")
+        task_ids = ops.convert_to_tensor(task_ids)
+        dtype = keras.backend.standardize_dtype(task_ids.dtype)
+        if "int" not in dtype:
+            raise ValueError(
+                f"{type(self).__name__} takes integer task ids of shape "
+                f"(batch,); got dtype {dtype} with shape {tuple(task_ids.shape)}.")
+        if len(task_ids.shape) != 1:
+            raise ValueError(
+                f"task_ids must have shape (batch,); got {tuple(task_ids.shape)}.")
+        batch, ids_batch = inputs.shape[0], task_ids.shape[0]
+        if batch is not None and ids_batch is not None and batch != ids_batch:
+            raise ValueError(
+                f"task_ids has {ids_batch} entries for a batch of {batch} inputs.")
+        check_index_range(task_ids, self.num_tasks)
+        return task_ids
+
+    def _check_inputs(self, inputs):
+        need = len(self._in_dims) + 1
+        if len(inputs.shape) < need:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of shape (batch, ..., "
+                f"{', '.join(map(str, self._in_dims))}); got {tuple(inputs.shape)}.")
+        trailing = tuple(inputs.shape[-len(self._in_dims):])
+        if any(a is not None and a != b for a, b in zip(trailing, self._in_dims)):
+            raise ValueError(
+                f"{type(self).__name__} expects inputs whose last axes are "
+                f"{self._in_dims}; got shape {tuple(inputs.shape)}.")
+
+    def _skill_output(self, inputs, weights):
+        """The adapter's contribution, shape (batch, ..., *out_dims)."""
+        mid = _letters("cefgh", len(inputs.shape) - 1 - len(self._in_dims))
+        ins = _letters("ijkl", len(self._in_dims))
+        outs = _letters("opuvw", len(self._out_dims))
+        weights = ops.cast(weights, self.compute_dtype)
+        if self.adapter == "lora":
+            # Per-example mixed A (batch, r, in) and B (batch, r, out): the
+            # A's and B's are mixed separately (NOTE 1) and the split chunks
+            # of A concatenate along the input features (NOTE 3).
+            mixed_a = ops.einsum("bqs,qsrd->brqd", weights, self.lora_a)
+            mixed_a = ops.reshape(mixed_a, (-1, self.rank) + self._in_dims)
+            mixed_b = ops.einsum("bqs,qsro->brqo", weights, self.lora_b)
+            mixed_b = ops.reshape(mixed_b, (-1, self.rank) + self._out_dims)
+            low_rank = ops.einsum(f"b{mid}{ins},br{ins}->b{mid}r", inputs, mixed_a)
+            low_rank = low_rank * ops.cast(self.scale, low_rank.dtype)  # NOTE 4
+            return ops.einsum(f"b{mid}r,br{outs}->b{mid}{outs}", low_rank, mixed_b)
+        # SFT: per-input-feature weights (batch, in, skills), NOTE 10.
+        feature_weights = ops.repeat(
+            weights, self.in_features // self.num_splits, axis=1)
+        feature_weights = ops.reshape(
+            feature_weights, (-1,) + self._in_dims + (self.num_skills,))
+        deltas = ops.reshape(
+            self.sft_masks * self.sft_deltas,
+            (self.num_skills,) + self._in_dims + self._out_dims)
+        weighted = ops.einsum(
+            f"b{mid}{ins},b{ins}s->b{mid}s{ins}", inputs, feature_weights)
+        return ops.einsum(f"b{mid}s{ins},s{ins}{outs}->b{mid}{outs}", weighted, deltas)
+
+    def _delta_kernel(self, task_id):
+        """Flat (in, out) delta of one task at inference allocation."""
+        if self.allocation == "learned":
+            probs = ops.sigmoid(self.skill_logits[task_id])
+            probs = ops.reshape(probs, (self.num_splits, self.num_skills))
+            weights = probs / (ops.sum(probs, axis=-1, keepdims=True) + _EPS)
+        else:
+            weights = self.allocation_weights(
+                ops.convert_to_tensor([task_id], "int32"))[0]
+        weights = ops.cast(weights, "float32")
+        if self.adapter == "lora":
+            mixed_a = ops.einsum("qs,qsrd->rqd", weights, self.lora_a)
+            mixed_b = ops.einsum("qs,qsro->rqo", weights, self.lora_b)
+            mixed_a = ops.reshape(mixed_a, (self.rank, self.in_features))
+            mixed_b = ops.reshape(mixed_b, (self.rank, self.out_features))
+            return self.scale * ops.matmul(ops.transpose(mixed_a), mixed_b)
+        row_weights = ops.repeat(
+            ops.transpose(weights), self.in_features // self.num_splits, axis=1)
+        return ops.einsum("si,sio->io", row_weights, self.sft_masks * self.sft_deltas)
+
+    def _check_task_id(self, task_id):
+        if not self.built:
+            raise ValueError("Build the layer before merging its kernel.")
+        task_id = int(task_id)
+        if not 0 <= task_id < self.num_tasks:
+            raise ValueError(
+                f"task id out of range: got {task_id}, expected an integer in "
+                f"[0, {self.num_tasks}).")
+        return task_id
+
+
+def _positive_int(value, name):
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------
+# Public layers.
+# ---------------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="modular_zoo")
+class SkillLoRADense(_SkillAdapter):
+    """A frozen Dense layer plus Polytropon skills (paper Eqs. 2-4).
+
+    For an example of task t, with allocation logits Z (one matrix per layer)
+
+        training:  z = sigmoid((Z_t + log u - log(1 - u)) / tau), u ~ U(0, 1)
+        inference: z = sigmoid(Z_t)
+        w_q = z_q / (sum_s z_qs + 1e-12)              (per split q)
+        y_q = act(x W0 + b0 + scale * (sum_p x_p A_p^mix) B_q^mix)_q
+        A_p^mix = sum_s w_ps A_ps,  B_q^mix = sum_s w_qs B_qs
+
+    where x_p is the p-th chunk of the input features and y_q the q-th chunk
+    of the outputs (NOTE 3). With adapter="sft":
+    y = act(x (W0 + sum_s w_s (M_s * D_s)) + b0).
+
+    Args:
+        units: output features.
+        num_tasks, num_skills: rows / columns of the allocation matrix.
+        rank: LoRA rank r.
+        num_splits: feature chunks with their own allocation (1: none).
+        allocation: "learned" (default), "private" (Z = I), "shared"
+            (one skill), "fixed" (`expert_matrix`, not trained), "moe"
+            (softmax + `top_k`), "hyper" (linear hypernetwork, NOTE 9).
+        adapter: "lora" (default) or "sft" (masked full-size deltas with
+            `sft_sparsity`, default 0.9, mask drawn from `mask_seed`).
+        temperature: Gumbel-sigmoid temperature tau (1.0).
+        gumbel_noise: add the relaxation noise in training (True).
+        lora_alpha: scale = lora_alpha / r; None gives 1 / r.
+        activation, use_bias: as in Dense.
+        trainable_base: train W0 and b0 too (default False: frozen).
+        kernel_initializer, bias_initializer: for W0 / b0 when not loaded
+            with `from_dense`.
+        logits_initializer: allocation logits, default U(-1e-3, 1e-3).
+        skill_regularizer: regularizer of the skill parameters.
+        seed: seed of the relaxation noise.
+
+    Call: `layer(inputs, task_ids=None, training=None)`; inputs
+    (batch, ..., in_features), task_ids int (batch,) (or from
+    `task_context`). Output (batch, ..., units).
+
+    Example:
+
+    >>> layer = SkillLoRADense(8, num_tasks=3, num_skills=4, rank=2)
+    >>> x = np.random.rand(5, 7, 16).astype("float32")
+    >>> y = layer(x, np.array([0, 1, 2, 0, 1]), training=True)
+    >>> tuple(y.shape)
+    (5, 7, 8)
+    """
+
+    def __init__(
+        self,
+        units,
+        num_tasks,
+        num_skills,
+        rank,
+        num_splits=1,
+        activation=None,
+        use_bias=True,
+        trainable_base=False,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(num_tasks, num_skills, rank, num_splits, **kwargs)
+        self.units = _positive_int(units, "units")
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.trainable_base = bool(trainable_base)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(
+                "SkillLoRADense expects inputs of shape (batch, ..., "
+                f"in_features) with a known in_features; got {input_shape}.")
+        self._in_dims = (int(input_shape[-1]),)
+        self._out_dims = (self.units,)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer, trainable=self.trainable_base)
+        self.bias = (self.add_weight(
+            name="bias", shape=(self.units,), initializer=self.bias_initializer,
+            trainable=self.trainable_base) if self.use_bias else None)
+        self._build_skills()
+
+    def call(self, inputs, task_ids=None, training=None):
+        self._check_inputs(inputs)
+        task_ids = self._task_ids(inputs, task_ids)
+        weights = self.allocation_weights(task_ids, training=bool(training))
+        outputs = ops.matmul(inputs, self.kernel)
+        if self.bias is not None:
+            outputs = outputs + self.bias
+        outputs = outputs + self._skill_output(inputs, weights)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    # -- export --------------------------------------------------------------
+    def merged_kernel(self, task_id):
+        """W0 + delta for one task (inference allocation), shape (in, units)."""
+        task_id = self._check_task_id(task_id)
+        return ops.cast(self.kernel, "float32") + self._delta_kernel(task_id)
+
+    def to_dense(self, task_id):
+        """A plain Dense equal to this layer at inference for `task_id`."""
+        dense = keras.layers.Dense(
+            self.units, activation=self.activation, use_bias=self.use_bias,
+            dtype=self.dtype_policy)
+        dense.build((None, self.in_features))
+        dense.kernel.assign(self.merged_kernel(task_id))
+        if self.use_bias:
+            dense.bias.assign(self.bias)
+        return dense
+
+    @classmethod
+    def from_dense(cls, dense, num_tasks, num_skills, rank, **kwargs):
+        """A SkillLoRADense whose frozen base is a copy of a built Dense."""
+        if not dense.built:
+            raise ValueError("from_dense needs a built Dense layer.")
+        layer = cls(
+            dense.units, num_tasks, num_skills, rank,
+            activation=dense.activation, use_bias=dense.use_bias, **kwargs)
+        in_features = dense.kernel.shape[0]
+        layer.build((None, in_features))
+        layer.kernel.assign(dense.kernel)
+        if dense.use_bias:
+            layer.bias.assign(dense.bias)
+        return layer
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._skill_config())
+        config.update({
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "trainable_base": self.trainable_base,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(
+                self.bias_initializer),
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="modular_zoo")
+class SkillLoRAEinsumDense(_SkillAdapter):
+    """Polytropon skills around a frozen `keras.layers.EinsumDense`.
+
+    The wrapped layer's kernel axes split into contracted axes (the trailing
+    axes of the input) and produced axes (the trailing axes of the output);
+    flattening each group gives standard LoRA, in = prod(contracted),
+    out = prod(produced):
+
+        y = einsum_dense(x) + reshape(scale * (flat(x) A_mix) B_mix)
+
+    with A_mix, B_mix exactly as in `SkillLoRADense` (splits, allocation
+    modes and the "sft" adapter included). For MultiHeadAttention's q/k/v
+    ("abc,cde->abde", kernel (d, heads, head_dim)) in = d and
+    out = heads * head_dim; for its output projection ("abcd,cde->abe",
+    kernel (heads, head_dim, d)) in = heads * head_dim and out = d. The
+    wrapped layer is frozen (its `trainable` set to False); at
+    initialisation (B = 0, deltas 0) the wrapper equals it exactly. It must
+    have no activation.
+
+    Args: `einsum_dense` (the layer to wrap), then the skill arguments of
+    `SkillLoRADense` (num_tasks, num_skills, rank, num_splits, allocation,
+    adapter, temperature, gumbel_noise, lora_alpha, top_k, expert_matrix,
+    sft_sparsity, mask_seed, seed, logits_initializer, skill_regularizer).
+
+    Call: `layer(inputs, task_ids=None, training=None)`; task ids (batch,)
+    or from `task_context`. Shapes are those of the wrapped layer.
+
+    Example:
+
+    >>> query = keras.layers.EinsumDense("abc,cde->abde", (None, 2, 4))
+    >>> layer = SkillLoRAEinsumDense(query, num_tasks=2, num_skills=3, rank=2)
+    >>> y = layer(np.ones((1, 5, 6), "float32"), np.array([1]))
+    >>> tuple(y.shape)
+    (1, 5, 2, 4)
+    """
+
+    def __init__(self, einsum_dense, num_tasks, num_skills, rank, num_splits=1,
+                 **kwargs):
+        super().__init__(num_tasks, num_skills, rank, num_splits, **kwargs)
+        if isinstance(einsum_dense, dict):
+            einsum_dense = keras.saving.deserialize_keras_object(einsum_dense)
+        if not isinstance(einsum_dense, keras.layers.EinsumDense):
+            raise ValueError(
+                "SkillLoRAEinsumDense wraps a keras.layers.EinsumDense; got "
+                f"{type(einsum_dense).__name__}.")
+        if einsum_dense.activation not in (None, keras.activations.linear):
+            raise ValueError(
+                "SkillLoRAEinsumDense needs an EinsumDense without activation.")
+        self.einsum_dense = einsum_dense
+        self.einsum_dense.trainable = False
+        self._parse_equation(einsum_dense.equation)
+
+    def _parse_equation(self, equation):
+        spec = equation.replace(" ", "")
+        if "..." in spec or "->" not in spec or "," not in spec:
+            raise ValueError(f"Unsupported EinsumDense equation {equation!r}.")
+        inputs_spec, rest = spec.split(",")
+        kernel_spec, output_spec = rest.split("->")
+        contracted = "".join(a for a in kernel_spec if a in inputs_spec)
+        produced = "".join(a for a in kernel_spec if a in output_spec)
+        if (kernel_spec != contracted + produced
+                or not inputs_spec.endswith(contracted)
+                or not output_spec.endswith(produced)
+                or inputs_spec[:-len(contracted)]
+                != output_spec[:-len(produced)]):
+            raise ValueError(
+                "SkillLoRAEinsumDense needs an equation whose kernel is "
+                "(contracted input axes..., produced output axes...) with the "
+                "contracted axes trailing the input and the produced axes "
+                f"trailing the output, e.g. 'abc,cde->abde'; got {equation!r}.")
+        self._num_in_axes = len(contracted)
+        self._num_out_axes = len(produced)
+
+    def build(self, input_shape):
+        if not self.einsum_dense.built:
+            self.einsum_dense.build(input_shape)
+        kernel_shape = tuple(int(d) for d in self.einsum_dense.kernel.shape)
+        self._in_dims = kernel_shape[:self._num_in_axes]
+        self._out_dims = kernel_shape[self._num_in_axes:]
+        self._build_skills()
+
+    def call(self, inputs, task_ids=None, training=None):
+        self._check_inputs(inputs)
+        task_ids = self._task_ids(inputs, task_ids)
+        weights = self.allocation_weights(task_ids, training=bool(training))
+        outputs = self.einsum_dense(inputs)
+        return outputs + ops.cast(
+            self._skill_output(inputs, weights), outputs.dtype)
+
+    def merged_kernel(self, task_id):
+        """The wrapped kernel plus one task's delta, in the kernel's shape."""
+        task_id = self._check_task_id(task_id)
+        delta = ops.reshape(self._delta_kernel(task_id),
+                            self._in_dims + self._out_dims)
+        return ops.cast(self.einsum_dense.kernel, "float32") + delta
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._skill_config())
+        config["einsum_dense"] = keras.saving.serialize_keras_object(
+            self.einsum_dense)
+        return config

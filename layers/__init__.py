@@ -1,0 +1,36 @@
+"""The four modular layers, backend-agnostic (pure keras.ops).
+
+    from layers import SkillLoRADense, MintLayer, SoftModularBlock, HyperDense
+"""
+
+from layers.film_layer import FiLMLayer
+from layers.hyper_dense import HyperDense, HyperGenerator, HyperMLP
+from layers.mint_layer import MintLayer
+from layers.skill_lora_dense import (
+    SkillLoRADense,
+    SkillLoRAEinsumDense,
+    current_task_ids,
+    skill_allocation_metrics,
+    task_context,
+)
+from layers.soft_modular_block import (
+    SOFT_MODULAR_CONFIGS,
+    OutputUnitsUniform,
+    SoftModularBlock,
+)
+
+__all__ = [
+    "FiLMLayer",
+    "HyperDense",
+    "HyperGenerator",
+    "HyperMLP",
+    "MintLayer",
+    "OutputUnitsUniform",
+    "SOFT_MODULAR_CONFIGS",
+    "SkillLoRADense",
+    "SkillLoRAEinsumDense",
+    "SoftModularBlock",
+    "current_task_ids",
+    "skill_allocation_metrics",
+    "task_context",
+]

@@ -1,0 +1,394 @@
+"""Matrix interleaving (Mint): a task-specific affine map of the activations.
+
+Paper: "Mint: Matrix-Interleaving for Multi-Task Learning", anonymous ICLR
+2020 submission (OpenReview).
+Definition 1 / Eq. 1: `a = M_k y + beta_k`; Eq. 4: `M_k = T_M z_k`,
+`beta_k = T_beta z_k` for a task identifier `z_k`; Eq. 5 (goal-conditioned):
+`M(g) = T_phi(g)`, `beta(g) = T_psi(g)` produced by two small networks.
+
+NOTE 1: the paper does not say how M and beta are initialised. Here every
+  task matrix starts as the identity and every bias as zero, so a network
+  with Mint layers starts out as the plain shared network (joint training)
+  and the per-task maps are learned as departures from it.
+NOTE 2: the paper stores T_M as an (n, n, K) tensor. The table here is laid
+  out (K, n, n) (and T_beta as (K, n)) so that selecting a task is a gather
+  of one contiguous matrix; the values are the same up to the transpose.
+NOTE 3: integer task ids are a shortcut for Eq. 4 with one-hot `z_k`: ids
+  gather rows of the table, float descriptors `z` give `sum_k z_k T_M[k]`.
+  Both are accepted by the same layer. Every slice of T_M is identity at
+  init (NOTE 1), so a one-hot `z` gives `M = I`, and a general `z` gives
+  `M = (sum_k z_k) I` at init.
+NOTE 4: the paper gives no architecture or initialisation for the networks
+  T_phi, T_psi of Eq. 5 ("two simple neural networks"). Here each is an MLP
+  of `goal_network["hidden_units"]` (default one hidden layer of 64, ReLU)
+  ending in a Dense layer with n*n outputs (T_phi, reshaped to n x n) or n
+  outputs (T_psi). The output kernels are zero and the output biases are
+  the flattened identity (T_phi) and zero (T_psi), so `M(g) = I` and
+  `beta(g) = 0` for every goal at init (as in NOTE 1). The two networks do
+  not share hidden layers, following the paper's "two" networks.
+NOTE 5: the paper applies Mint to vectors y in R^n. Inputs of higher rank
+  (batch, ..., n) get the same per-example matrix at every position.
+"""
+
+import keras
+from keras import ops
+
+from training.backend import check_index_range
+
+_GOAL_NETWORK_DEFAULTS = {
+    "hidden_units": [64],
+    "activation": "relu",
+    "kernel_initializer": "glorot_uniform",
+}
+
+
+def _identity_slices(shape, dtype=None):
+    """Initializer for a (rows, n, n) table: every (n, n) slice is I."""
+    if len(shape) != 3 or shape[-1] != shape[-2]:
+        raise ValueError(
+            f"Identity slices need a shape (rows, n, n); got {tuple(shape)}."
+        )
+    # A product allocates memory for every row; `broadcast_to` and even
+    # `ops.repeat` return expanded views on torch (rows sharing memory,
+    # which in-place variable updates reject).
+    return ops.ones((shape[0], 1, 1), dtype=dtype) * ops.eye(shape[-1], dtype=dtype)
+
+
+def _is_integer(tensor):
+    return "int" in keras.backend.standardize_dtype(tensor.dtype)
+
+
+def _normalise_goal_network(goal_network):
+    if goal_network is None:
+        return None
+    if not isinstance(goal_network, dict):
+        raise ValueError(
+            "goal_network must be None or a dict with keys "
+            f"{sorted(_GOAL_NETWORK_DEFAULTS)}; got {goal_network!r}."
+        )
+    unknown = set(goal_network) - set(_GOAL_NETWORK_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"Unknown goal_network keys {sorted(unknown)}; expected a subset "
+            f"of {sorted(_GOAL_NETWORK_DEFAULTS)}."
+        )
+    config = dict(_GOAL_NETWORK_DEFAULTS, **goal_network)
+    hidden_units = [int(units) for units in config["hidden_units"]]
+    if any(units <= 0 for units in hidden_units):
+        raise ValueError(
+            f"goal_network hidden_units must be positive; got {hidden_units}."
+        )
+    activation = keras.activations.get(config["activation"])
+    initializer = keras.initializers.get(config["kernel_initializer"])
+    return {
+        "hidden_units": hidden_units,
+        "activation": keras.activations.serialize(activation),
+        "kernel_initializer": keras.initializers.serialize(initializer),
+    }
+
+
+@keras.saving.register_keras_serializable(package="modular_zoo")
+class MintLayer(keras.layers.Layer):
+    """Mint: a task-specific matrix and bias applied to activations.
+
+    `a = M_k y + beta_k` (paper Eq. 1) for the task k of each example, with
+    M_k an (n, n) matrix and beta_k an n-vector, n the input's last
+    dimension. Three ways to obtain (M_k, beta_k):
+
+    * integer task ids `k` (batch,): rows of per-task tables
+      `T_M` (K, n, n) and `T_beta` (K, n) (NOTE 2, NOTE 3);
+    * a float task descriptor `z` (batch, K): `M = sum_k z_k T_M[k]`,
+      `beta = z T_beta` (paper Eq. 4);
+    * with `goal_network`, a float goal `g` (batch, task_dim):
+      `M(g) = reshape(T_phi(g), (n, n))`, `beta(g) = T_psi(g)` where T_phi
+      and T_psi are MLPs (paper Eq. 5, NOTE 4).
+
+    At init M = I and beta = 0 in every mode (NOTE 1), so the layer is the
+    identity. Examples of different tasks may be mixed in a batch.
+
+    Args:
+        num_tasks: K, the number of tasks (rows of the tables); enables
+            integer ids and one-hot-sized descriptors.
+        task_dim: size of the float task descriptor. Without
+            `goal_network` it is the same K as `num_tasks` (give either, or
+            both equal); with `goal_network` it is the goal size.
+        goal_network: None (tables) or a dict configuring T_phi and T_psi:
+            `hidden_units` (list of ints, default [64]), `activation`
+            (default "relu"), `kernel_initializer` of the hidden layers
+            (default "glorot_uniform").
+        matrix_initializer: initializer of the (K, n, n) table; None (the
+            default) makes every slice the identity. Tables only.
+        bias_initializer: initializer of the (K, n) bias table ("zeros").
+            Tables only.
+        matrix_regularizer: regularizer of the matrix table, or of T_phi's
+            output kernel with `goal_network`.
+        bias_regularizer: regularizer of the bias table, or of T_psi's
+            output kernel with `goal_network`.
+        **kwargs: base `Layer` arguments (name, dtype, ...).
+
+    Call arguments:
+        inputs: float tensor (batch, ..., n), rank >= 2.
+        task: int task ids (batch,) in [0, K), or float descriptors / goals
+            (batch, task_dim).
+
+    Returns:
+        A tensor of the shape of `inputs`.
+
+    Out-of-range ids raise ValueError when they are concrete (eager calls,
+    `model.predict` on torch). Under `jax.jit` / `tf.function` the ids are
+    not checked and follow the backend's gather semantics (clamped or
+    filled values, wrong outputs): validate ids in the input pipeline.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = MintLayer(num_tasks=3)
+    >>> y = np.random.rand(4, 8).astype("float32")
+    >>> outputs = layer(y, np.array([0, 2, 1, 0]))
+    >>> np.allclose(keras.ops.convert_to_numpy(outputs), y)  # M = I, beta = 0
+    True
+    >>> goal_layer = MintLayer(task_dim=2, goal_network={"hidden_units": [16]})
+    >>> tuple(goal_layer(y, np.random.rand(4, 2).astype("float32")).shape)
+    (4, 8)
+    """
+
+    def __init__(
+        self,
+        num_tasks=None,
+        task_dim=None,
+        goal_network=None,
+        matrix_initializer=None,
+        bias_initializer="zeros",
+        matrix_regularizer=None,
+        bias_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for arg_name, value in (("num_tasks", num_tasks), ("task_dim", task_dim)):
+            if value is not None and (int(value) != value or value <= 0):
+                raise ValueError(
+                    f"{arg_name} must be a positive integer; got {value!r}."
+                )
+        self.num_tasks = None if num_tasks is None else int(num_tasks)
+        self.task_dim = None if task_dim is None else int(task_dim)
+        self.goal_network = _normalise_goal_network(goal_network)
+        if self.goal_network is not None:
+            if self.task_dim is None:
+                raise ValueError(
+                    "A goal-conditioned MintLayer (goal_network given) needs "
+                    "task_dim, the size of the goal vector."
+                )
+            if self.num_tasks is not None:
+                raise ValueError(
+                    "num_tasks has no meaning with goal_network: the layer "
+                    "takes float goals (batch, task_dim), not task ids."
+                )
+        elif self.num_tasks is None and self.task_dim is None:
+            raise ValueError(
+                "MintLayer needs num_tasks (task ids), task_dim (descriptors) "
+                "or task_dim with goal_network (goal-conditioned)."
+            )
+        elif (
+            self.num_tasks is not None
+            and self.task_dim is not None
+            and self.num_tasks != self.task_dim
+        ):
+            raise ValueError(
+                "Without goal_network, descriptors z are combined linearly "
+                "with the per-task tables (paper Eq. 4), so task_dim must "
+                f"equal num_tasks; got num_tasks={self.num_tasks}, "
+                f"task_dim={self.task_dim}."
+            )
+        self.matrix_initializer = (
+            None
+            if matrix_initializer is None
+            else keras.initializers.get(matrix_initializer)
+        )
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.matrix_regularizer = keras.regularizers.get(matrix_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.supports_masking = True
+
+    @property
+    def table_rows(self):
+        """K, the number of rows of the per-task tables (None for goals)."""
+        if self.goal_network is not None:
+            return None
+        return self.num_tasks if self.num_tasks is not None else self.task_dim
+
+    # -- Shape validation. --------------------------------------------------
+    def _check_inputs_shape(self, inputs_shape):
+        if len(inputs_shape) < 2:
+            raise ValueError(
+                "MintLayer expects inputs of shape (batch, ..., n) with rank "
+                f">= 2; got shape {tuple(inputs_shape)}."
+            )
+        if inputs_shape[-1] is None:
+            raise ValueError(
+                "MintLayer needs a known last dimension n of inputs "
+                f"(batch, ..., n); got shape {tuple(inputs_shape)}."
+            )
+        if self.built and inputs_shape[-1] != self.units:
+            raise ValueError(
+                f"MintLayer was built for inputs (batch, ..., {self.units}); "
+                f"got shape {tuple(inputs_shape)}."
+            )
+
+    def _check_task(self, task_shape, integer):
+        task_shape = tuple(task_shape)
+        if integer:
+            if self.goal_network is not None:
+                raise ValueError(
+                    "A goal-conditioned MintLayer takes float goals of shape "
+                    f"(batch, {self.task_dim}); got integer task ids of "
+                    f"shape {task_shape}."
+                )
+            if len(task_shape) != 1:
+                raise ValueError(
+                    "Integer task ids must have shape (batch,); got shape "
+                    f"{task_shape}."
+                )
+            return
+        expected = self.task_dim if self.task_dim is not None else self.num_tasks
+        what = "goals" if self.goal_network is not None else "task descriptors"
+        if len(task_shape) != 2 or (
+            task_shape[-1] is not None and task_shape[-1] != expected
+        ):
+            raise ValueError(
+                f"Float {what} must have shape (batch, {expected}); got shape "
+                f"{task_shape}."
+            )
+
+    # -- Weights. -----------------------------------------------------------
+    def build(self, inputs_shape, task_shape=None):
+        self._check_inputs_shape(inputs_shape)
+        self.units = int(inputs_shape[-1])
+        if self.goal_network is None:
+            self._build_tables()
+        else:
+            self._build_goal_networks()
+
+    def _build_tables(self):
+        rows, units = self.table_rows, self.units
+        self.task_matrices = self.add_weight(
+            name="task_matrices",
+            shape=(rows, units, units),
+            initializer=self.matrix_initializer or _identity_slices,
+            regularizer=self.matrix_regularizer,
+        )
+        self.task_biases = self.add_weight(
+            name="task_biases",
+            shape=(rows, units),
+            initializer=self.bias_initializer,
+            regularizer=self.bias_regularizer,
+        )
+
+    def _make_mlp(self, prefix, output_units, output_bias, regularizer):
+        config = self.goal_network
+        hidden = []
+        for index, units in enumerate(config["hidden_units"]):
+            hidden.append(
+                keras.layers.Dense(
+                    units,
+                    activation=config["activation"],
+                    kernel_initializer=config["kernel_initializer"],
+                    dtype=self.dtype_policy,
+                    name=f"{prefix}_hidden_{index}",
+                )
+            )
+        # NOTE 4: zero output kernel, bias = flattened identity / zero.
+        output = keras.layers.Dense(
+            output_units,
+            kernel_initializer="zeros",
+            bias_initializer=output_bias,
+            kernel_regularizer=regularizer,
+            dtype=self.dtype_policy,
+            name=f"{prefix}_output",
+        )
+        input_dim = self.task_dim
+        for layer in hidden:
+            layer.build((None, input_dim))
+            input_dim = layer.units
+        output.build((None, input_dim))
+        return hidden, output
+
+    def _build_goal_networks(self):
+        units = self.units
+
+        def flat_identity(shape, dtype=None):
+            return ops.reshape(ops.eye(units, dtype=dtype), shape)
+
+        self.matrix_hidden, self.matrix_output = self._make_mlp(
+            "matrix_network", units * units, flat_identity,
+            self.matrix_regularizer,
+        )
+        self.bias_hidden, self.bias_output = self._make_mlp(
+            "bias_network", units, "zeros", self.bias_regularizer
+        )
+
+    # -- Forward pass. ------------------------------------------------------
+    def task_transform(self, task):
+        """(M, beta) per example: shapes (batch, n, n) and (batch, n)."""
+        integer = _is_integer(task)
+        self._check_task(task.shape, integer)
+        if integer:
+            # NOTE 3: ids gather table rows (Eq. 4 with a one-hot z_k).
+            ids = ops.cast(task, "int32")
+            check_index_range(ids, self.table_rows)
+            return (
+                ops.take(self.task_matrices, ids, axis=0),
+                ops.take(self.task_biases, ids, axis=0),
+            )
+        descriptor = ops.cast(task, self.compute_dtype)
+        if self.goal_network is None:
+            # Eq. 4: M = T_M z, beta = T_beta z.
+            matrices = ops.einsum("bk,kij->bij", descriptor, self.task_matrices)
+            return matrices, ops.matmul(descriptor, self.task_biases)
+        # Eq. 5: M(g) = T_phi(g), beta(g) = T_psi(g).
+        hidden = descriptor
+        for layer in self.matrix_hidden:
+            hidden = layer(hidden)
+        matrices = ops.reshape(
+            self.matrix_output(hidden), (-1, self.units, self.units)
+        )
+        hidden = descriptor
+        for layer in self.bias_hidden:
+            hidden = layer(hidden)
+        return matrices, self.bias_output(hidden)
+
+    def call(self, inputs, task):
+        self._check_inputs_shape(inputs.shape)
+        matrices, biases = self.task_transform(task)
+        # a_i = sum_j M_ij y_j, the same M at every position (NOTE 5).
+        outputs = ops.einsum("b...j,bij->b...i", inputs, matrices)
+        for _ in range(len(inputs.shape) - 2):
+            biases = ops.expand_dims(biases, 1)
+        return outputs + biases
+
+    def compute_output_shape(self, inputs_shape, task_shape=None):
+        return tuple(inputs_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_tasks": self.num_tasks,
+                "task_dim": self.task_dim,
+                "goal_network": self.goal_network,
+                "matrix_initializer": (
+                    None
+                    if self.matrix_initializer is None
+                    else keras.initializers.serialize(self.matrix_initializer)
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "matrix_regularizer": keras.regularizers.serialize(
+                    self.matrix_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(
+                    self.bias_regularizer
+                ),
+            }
+        )
+        return config

@@ -28,6 +28,9 @@ NOTE 2 (torch): `create_graph=True` is used only when `value_and_grad` is
   graph of its gradients.
 NOTE 3 (TensorFlow): `tf.IndexedSlices` gradients (from gathers) are made
   dense so that a step can do arithmetic on every gradient with `keras.ops`.
+NOTE 4 (TensorFlow): Keras's TF optimizers refuse `stateless_apply`; see
+  `stateless_apply` below.
+NOTE 5 (TensorFlow): an unbuilt model is built at the first trace of the step.
 """
 
 import threading
@@ -239,6 +242,12 @@ def _run_eager_or_graph(model, data, training):
             logs, state = step(state, data)
             _write_state(model, state, training)
         return logs
+    # NOTE 5 (TensorFlow): without a tf.distribute strategy Keras defers
+    # building to the first trace of the step, where its own train_step
+    # builds by calling the model; a stateless step must build first.
+    optimizer = model.optimizer if training else None
+    if not model.built or (optimizer is not None and not optimizer.built):
+        model._symbolic_build(data_batch=data)
     _tf_reads.map = {}
     try:
         state = _current_state(model, training)

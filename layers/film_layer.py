@@ -20,16 +20,20 @@ NOTE 2: gamma starts at 1 and beta at 0 (the layer starts as the identity,
 NOTE 3: inputs of rank > 2 (batch, ..., n) are scaled feature-wise (last
   axis) with the same gamma, beta at every position, as FiLM does over the
   spatial positions of a feature map.
+NOTE 4: out-of-range integer ids raise ValueError where their values are
+  concrete; under `jax.jit` and XLA they follow the backend's gather
+  semantics (layers/ids_backend.py, NOTE 2), as in MintLayer.
 """
 
 import keras
 from keras import ops
 
-from training.backend import check_index_range
-
-
-def _is_integer(tensor):
-    return "int" in keras.backend.standardize_dtype(tensor.dtype)
+from layers.mint_layer import (
+    check_features_shape,
+    rows_for_task,
+    serialize_arguments,
+)
+from layers.task_inputs import check_task_inputs, positive_int
 
 
 @keras.saving.register_keras_serializable(package="modular_zoo")
@@ -39,42 +43,54 @@ class FiLMLayer(keras.layers.Layer):
     `a = gamma_k * y + beta_k` (elementwise over the last axis n), i.e.
     MintLayer with a diagonal matrix `M_k = diag(gamma_k)`. Either
 
-    * integer task ids `k` (batch,): rows of tables gamma (K, n), beta (K, n);
-    * or float descriptors `z` (batch, K): `gamma = z G`, `beta = z B`.
+    * integer task ids k (batch,): rows of tables `G` (K, n) and `B` (K, n),
+      `gamma = G[k]`, `beta = B[k]`;
+    * or a float task descriptor z (batch, K): `gamma = z G`, `beta = z B`
+      (NOTE 1).
 
-    At init gamma = 1 and beta = 0 for every task (NOTE 2). Examples of
-    different tasks may be mixed in a batch.
+    At init `gamma = 1` and `beta = 0` for every task (NOTE 2). Examples of
+    different tasks may be mixed in a batch; inputs of rank > 2 get the same
+    gamma, beta at every position (NOTE 3). Out-of-range ids raise
+    ValueError where they are concrete; under jit they are not checked
+    (NOTE 4).
 
     Args:
-        num_tasks: K, the number of tasks (rows of the tables).
-        task_dim: size of float task descriptors; the same K as num_tasks
-            (give either, or both equal).
-        gamma_initializer: initializer of the scale table ("ones").
-        beta_initializer: initializer of the shift table ("zeros").
-        gamma_regularizer: regularizer of the scale table.
-        beta_regularizer: regularizer of the shift table.
-        **kwargs: base `Layer` arguments (name, dtype, ...).
+        num_tasks: Positive integer or None, K, the number of tasks (rows of
+            the tables).
+        task_dim: Positive integer or None, the size of float task
+            descriptors; the same K as `num_tasks` (give either, or both
+            equal).
+        gamma_initializer: Initializer of the scale table. Defaults to
+            `"ones"`.
+        beta_initializer: Initializer of the shift table. Defaults to
+            `"zeros"`.
+        gamma_regularizer: Regularizer of the scale table.
+        beta_regularizer: Regularizer of the shift table.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        inputs: float tensor (batch, ..., n), rank >= 2.
-        task: int task ids (batch,) in [0, K), or float descriptors (batch, K).
+        inputs: Float tensor of shape `(batch, ..., n)`, rank >= 2.
+        task: Integer task ids of shape `(batch,)` in `[0, K)` (any integer
+            dtype), or a float descriptor of shape `(batch, K)`. One entry
+            per example: a task batch must equal the inputs' batch.
 
-    Returns:
-        A tensor of the shape of `inputs`.
+    Input shape:
+        `(batch, ..., n)` and the task shape above.
 
-    Out-of-range ids raise ValueError when they are concrete (eager calls,
-    `model.predict` on torch). Under `jax.jit` / `tf.function` they are not
-    checked and follow the backend's gather semantics (clamped or filled
-    values, wrong outputs): validate ids in the input pipeline.
+    Output shape:
+        `(batch, ..., n)`, the shape of `inputs`.
 
     Example:
 
-    >>> import numpy as np
     >>> layer = FiLMLayer(num_tasks=3)
-    >>> y = np.random.rand(4, 8).astype("float32")
-    >>> outputs = layer(y, np.array([0, 2, 1, 0]))
-    >>> np.allclose(keras.ops.convert_to_numpy(outputs), y)  # gamma = 1, beta = 0
+    >>> y = np.arange(8, dtype="float32").reshape(2, 4)
+    >>> outputs = layer(y, np.array([0, 2], dtype="int64"))
+    >>> bool(np.allclose(keras.ops.convert_to_numpy(outputs), y))  # gamma = 1
     True
+    >>> layer(y, np.array([0, 3]))
+    Traceback (most recent call last):
+    ...
+    ValueError: ...task id out of range: got [3], expected integers in [0, 3)...
     """
 
     def __init__(
@@ -88,23 +104,22 @@ class FiLMLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg_name, value in (("num_tasks", num_tasks), ("task_dim", task_dim)):
-            if value is not None and (int(value) != value or value <= 0):
-                raise ValueError(
-                    f"{arg_name} must be a positive integer; got {value!r}."
-                )
-        if num_tasks is None and task_dim is None:
+        self.num_tasks = positive_int(num_tasks, "num_tasks", allow_none=True)
+        self.task_dim = positive_int(task_dim, "task_dim", allow_none=True)
+        if self.num_tasks is None and self.task_dim is None:
             raise ValueError(
                 "FiLMLayer needs num_tasks (task ids) or task_dim (descriptors)."
             )
-        if num_tasks is not None and task_dim is not None and num_tasks != task_dim:
+        if (
+            self.num_tasks is not None
+            and self.task_dim is not None
+            and self.num_tasks != self.task_dim
+        ):
             raise ValueError(
                 "Descriptors z are combined linearly with the per-task tables, "
                 f"so task_dim must equal num_tasks; got num_tasks={num_tasks}, "
                 f"task_dim={task_dim}."
             )
-        self.num_tasks = None if num_tasks is None else int(num_tasks)
-        self.task_dim = None if task_dim is None else int(task_dim)
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
@@ -116,37 +131,10 @@ class FiLMLayer(keras.layers.Layer):
         """K, the number of rows of the per-task tables."""
         return self.num_tasks if self.num_tasks is not None else self.task_dim
 
-    def _check_inputs_shape(self, inputs_shape):
-        if len(inputs_shape) < 2 or inputs_shape[-1] is None:
-            raise ValueError(
-                "FiLMLayer expects inputs of shape (batch, ..., n) with rank "
-                f">= 2 and a known n; got shape {tuple(inputs_shape)}."
-            )
-        if self.built and inputs_shape[-1] != self.units:
-            raise ValueError(
-                f"FiLMLayer was built for inputs (batch, ..., {self.units}); "
-                f"got shape {tuple(inputs_shape)}."
-            )
-
-    def _check_task(self, task_shape, integer):
-        task_shape = tuple(task_shape)
-        if integer:
-            if len(task_shape) != 1:
-                raise ValueError(
-                    "Integer task ids must have shape (batch,); got shape "
-                    f"{task_shape}."
-                )
-        elif len(task_shape) != 2 or (
-            task_shape[-1] is not None and task_shape[-1] != self.table_rows
-        ):
-            raise ValueError(
-                "Float task descriptors must have shape "
-                f"(batch, {self.table_rows}); got shape {task_shape}."
-            )
-
     def build(self, inputs_shape, task_shape=None):
-        self._check_inputs_shape(inputs_shape)
+        check_features_shape(self, inputs_shape)
         self.units = int(inputs_shape[-1])
+        # NOTE 2: gamma = 1, beta = 0 by default.
         self.task_gammas = self.add_weight(
             name="task_gammas",
             shape=(self.table_rows, self.units),
@@ -160,27 +148,16 @@ class FiLMLayer(keras.layers.Layer):
             regularizer=self.beta_regularizer,
         )
 
-    def task_transform(self, task):
-        """(gamma, beta) per example, both of shape (batch, n)."""
-        integer = _is_integer(task)
-        self._check_task(task.shape, integer)
-        if integer:
-            ids = ops.cast(task, "int32")
-            check_index_range(ids, self.table_rows)
-            return (
-                ops.take(self.task_gammas, ids, axis=0),
-                ops.take(self.task_betas, ids, axis=0),
-            )
-        # NOTE 1: a linear generator of the descriptor.
-        descriptor = ops.cast(task, self.compute_dtype)
-        return (
-            ops.matmul(descriptor, self.task_gammas),
-            ops.matmul(descriptor, self.task_betas),
-        )
-
     def call(self, inputs, task):
-        self._check_inputs_shape(inputs.shape)
-        gammas, betas = self.task_transform(task)
+        check_features_shape(self, inputs.shape)
+        # NOTE 4: ids are range-checked here where they are concrete.
+        task, is_ids = check_task_inputs(
+            self, inputs, task, num_tasks=self.table_rows,
+            descriptor_shape=(self.table_rows,),
+        )
+        # NOTE 1: ids select rows; a descriptor is a linear generator.
+        gammas = rows_for_task(self.task_gammas, task, is_ids, self.compute_dtype)
+        betas = rows_for_task(self.task_betas, task, is_ids, self.compute_dtype)
         # NOTE 3: the same gamma, beta at every position.
         for _ in range(len(inputs.shape) - 2):
             gammas = ops.expand_dims(gammas, 1)
@@ -188,26 +165,18 @@ class FiLMLayer(keras.layers.Layer):
         return ops.add(ops.multiply(gammas, inputs), betas)
 
     def compute_output_shape(self, inputs_shape, task_shape=None):
+        check_features_shape(self, inputs_shape)
         return tuple(inputs_shape)
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            {
-                "num_tasks": self.num_tasks,
-                "task_dim": self.task_dim,
-                "gamma_initializer": keras.initializers.serialize(
-                    self.gamma_initializer
-                ),
-                "beta_initializer": keras.initializers.serialize(
-                    self.beta_initializer
-                ),
-                "gamma_regularizer": keras.regularizers.serialize(
-                    self.gamma_regularizer
-                ),
-                "beta_regularizer": keras.regularizers.serialize(
-                    self.beta_regularizer
-                ),
-            }
+            num_tasks=self.num_tasks,
+            task_dim=self.task_dim,
+            **serialize_arguments(
+                self,
+                ("gamma_initializer", "beta_initializer",
+                 "gamma_regularizer", "beta_regularizer"),
+            ),
         )
         return config

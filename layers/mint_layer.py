@@ -28,12 +28,16 @@ NOTE 4: the paper gives no architecture or initialisation for the networks
   not share hidden layers, following the paper's "two" networks.
 NOTE 5: the paper applies Mint to vectors y in R^n. Inputs of higher rank
   (batch, ..., n) get the same per-example matrix at every position.
+NOTE 6: out-of-range integer ids raise ValueError where their values are
+  concrete (eager calls, `predict` on torch); under `jax.jit` and XLA they
+  cannot be checked and follow the backend's gather semantics (see
+  layers/ids_backend.py, NOTE 2): validate ids in the input pipeline.
 """
 
 import keras
 from keras import ops
 
-from training.backend import check_index_range
+from layers.task_inputs import check_task_inputs, positive_int
 
 _GOAL_NETWORK_DEFAULTS = {
     "hidden_units": [64],
@@ -54,8 +58,42 @@ def _identity_slices(shape, dtype=None):
     return ops.ones((shape[0], 1, 1), dtype=dtype) * ops.eye(shape[-1], dtype=dtype)
 
 
-def _is_integer(tensor):
-    return "int" in keras.backend.standardize_dtype(tensor.dtype)
+def check_features_shape(layer, inputs_shape):
+    """Raises ValueError unless inputs are (batch, ..., n) with a known n.
+
+    Shared by MintLayer and FiLMLayer; once built, n must equal
+    `layer.units`.
+    """
+    name = type(layer).__name__
+    if len(inputs_shape) < 2 or inputs_shape[-1] is None:
+        raise ValueError(
+            f"{name} expects inputs of shape (batch, ..., n) with rank >= 2 "
+            f"and a known n; got shape {tuple(inputs_shape)}."
+        )
+    if layer.built and inputs_shape[-1] != layer.units:
+        raise ValueError(
+            f"{name} was built for inputs (batch, ..., {layer.units}); got "
+            f"shape {tuple(inputs_shape)}."
+        )
+
+
+def rows_for_task(table, task, is_ids, dtype):
+    """Per-example rows of a per-task table (K, ...) -> (batch, ...).
+
+    Integer ids gather rows; a float descriptor z (batch, K) mixes them,
+    `sum_k z_k table[k]` (NOTE 3; FiLMLayer NOTE 1).
+    """
+    if is_ids:
+        return ops.take(table, task, axis=0)
+    return ops.tensordot(ops.cast(task, dtype), table, axes=1)
+
+
+def serialize_arguments(layer, names):
+    """{name: serialized getattr(layer, name)} for initializers/regularizers."""
+    return {
+        name: keras.saving.serialize_keras_object(getattr(layer, name))
+        for name in names
+    }
 
 
 def _normalise_goal_network(goal_network):
@@ -73,11 +111,10 @@ def _normalise_goal_network(goal_network):
             f"of {sorted(_GOAL_NETWORK_DEFAULTS)}."
         )
     config = dict(_GOAL_NETWORK_DEFAULTS, **goal_network)
-    hidden_units = [int(units) for units in config["hidden_units"]]
-    if any(units <= 0 for units in hidden_units):
-        raise ValueError(
-            f"goal_network hidden_units must be positive; got {hidden_units}."
-        )
+    hidden_units = [
+        positive_int(units, "goal_network hidden_units")
+        for units in config["hidden_units"]
+    ]
     activation = keras.activations.get(config["activation"])
     initializer = keras.initializers.get(config["kernel_initializer"])
     return {
@@ -92,64 +129,71 @@ class MintLayer(keras.layers.Layer):
     """Mint: a task-specific matrix and bias applied to activations.
 
     `a = M_k y + beta_k` (paper Eq. 1) for the task k of each example, with
-    M_k an (n, n) matrix and beta_k an n-vector, n the input's last
-    dimension. Three ways to obtain (M_k, beta_k):
+    `M_k` an (n, n) matrix and `beta_k` an n-vector, n the inputs' last
+    dimension. Three ways to obtain `(M_k, beta_k)`:
 
-    * integer task ids `k` (batch,): rows of per-task tables
-      `T_M` (K, n, n) and `T_beta` (K, n) (NOTE 2, NOTE 3);
-    * a float task descriptor `z` (batch, K): `M = sum_k z_k T_M[k]`,
-      `beta = z T_beta` (paper Eq. 4);
-    * with `goal_network`, a float goal `g` (batch, task_dim):
-      `M(g) = reshape(T_phi(g), (n, n))`, `beta(g) = T_psi(g)` where T_phi
+    * integer task ids k (batch,): rows of per-task tables `T_M` (K, n, n)
+      and `T_beta` (K, n) (NOTE 2, NOTE 3);
+    * a float task descriptor z (batch, K): `M = sum_k z_k T_M[k]`,
+      `beta = sum_k z_k T_beta[k]` (paper Eq. 4);
+    * with `goal_network`, a float goal g (batch, task_dim):
+      `M(g) = reshape(T_phi(g), (n, n))`, `beta(g) = T_psi(g)`, where T_phi
       and T_psi are MLPs (paper Eq. 5, NOTE 4).
 
-    At init M = I and beta = 0 in every mode (NOTE 1), so the layer is the
-    identity. Examples of different tasks may be mixed in a batch.
+    At init `M = I` and `beta = 0` in every mode (NOTE 1), so the layer is
+    the identity. Examples of different tasks may be mixed in a batch.
+    Inputs of rank > 2 get the same map at every position (NOTE 5).
+    Out-of-range ids raise ValueError where they are concrete; under jit
+    they are not checked (NOTE 6).
 
     Args:
-        num_tasks: K, the number of tasks (rows of the tables); enables
-            integer ids and one-hot-sized descriptors.
-        task_dim: size of the float task descriptor. Without
-            `goal_network` it is the same K as `num_tasks` (give either, or
-            both equal); with `goal_network` it is the goal size.
+        num_tasks: Positive integer or None, K, the number of tasks (rows of
+            the tables). Enables integer ids.
+        task_dim: Positive integer or None, the size of a float task
+            descriptor. Without `goal_network` it is the same K as
+            `num_tasks` (give either, or both equal); with `goal_network`
+            it is the goal size.
         goal_network: None (tables) or a dict configuring T_phi and T_psi:
-            `hidden_units` (list of ints, default [64]), `activation`
-            (default "relu"), `kernel_initializer` of the hidden layers
-            (default "glorot_uniform").
-        matrix_initializer: initializer of the (K, n, n) table; None (the
-            default) makes every slice the identity. Tables only.
-        bias_initializer: initializer of the (K, n) bias table ("zeros").
-            Tables only.
-        matrix_regularizer: regularizer of the matrix table, or of T_phi's
+            `hidden_units` (list of positive integers, default `[64]`),
+            `activation` (default `"relu"`) and `kernel_initializer` of the
+            hidden layers (default `"glorot_uniform"`).
+        matrix_initializer: Initializer of the (K, n, n) table, or None (the
+            default) for identity slices. Tables only.
+        bias_initializer: Initializer of the (K, n) bias table. Defaults to
+            `"zeros"`. Tables only.
+        matrix_regularizer: Regularizer of the matrix table, or of T_phi's
             output kernel with `goal_network`.
-        bias_regularizer: regularizer of the bias table, or of T_psi's
+        bias_regularizer: Regularizer of the bias table, or of T_psi's
             output kernel with `goal_network`.
-        **kwargs: base `Layer` arguments (name, dtype, ...).
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        inputs: float tensor (batch, ..., n), rank >= 2.
-        task: int task ids (batch,) in [0, K), or float descriptors / goals
-            (batch, task_dim).
+        inputs: Float tensor of shape `(batch, ..., n)`, rank >= 2.
+        task: Integer task ids of shape `(batch,)` in `[0, K)` (any integer
+            dtype), or a float descriptor of shape `(batch, K)`; with
+            `goal_network`, a float goal of shape `(batch, task_dim)`. One
+            entry per example: a task batch must equal the inputs' batch.
 
-    Returns:
-        A tensor of the shape of `inputs`.
+    Input shape:
+        `(batch, ..., n)` and the task shape above.
 
-    Out-of-range ids raise ValueError when they are concrete (eager calls,
-    `model.predict` on torch). Under `jax.jit` / `tf.function` the ids are
-    not checked and follow the backend's gather semantics (clamped or
-    filled values, wrong outputs): validate ids in the input pipeline.
+    Output shape:
+        `(batch, ..., n)`, the shape of `inputs`.
 
     Example:
 
-    >>> import numpy as np
     >>> layer = MintLayer(num_tasks=3)
-    >>> y = np.random.rand(4, 8).astype("float32")
-    >>> outputs = layer(y, np.array([0, 2, 1, 0]))
-    >>> np.allclose(keras.ops.convert_to_numpy(outputs), y)  # M = I, beta = 0
+    >>> y = np.arange(8, dtype="float32").reshape(2, 4)
+    >>> outputs = layer(y, np.array([0, 2], dtype="uint8"))
+    >>> bool(np.allclose(keras.ops.convert_to_numpy(outputs), y))  # M = I
     True
     >>> goal_layer = MintLayer(task_dim=2, goal_network={"hidden_units": [16]})
-    >>> tuple(goal_layer(y, np.random.rand(4, 2).astype("float32")).shape)
-    (4, 8)
+    >>> tuple(goal_layer(y, np.ones((2, 2), dtype="float32")).shape)
+    (2, 4)
+    >>> layer(y, np.array([1]))
+    Traceback (most recent call last):
+    ...
+    ValueError: ...got 1 task entries for a batch of 2 inputs; give one task per example...
     """
 
     def __init__(
@@ -164,13 +208,8 @@ class MintLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg_name, value in (("num_tasks", num_tasks), ("task_dim", task_dim)):
-            if value is not None and (int(value) != value or value <= 0):
-                raise ValueError(
-                    f"{arg_name} must be a positive integer; got {value!r}."
-                )
-        self.num_tasks = None if num_tasks is None else int(num_tasks)
-        self.task_dim = None if task_dim is None else int(task_dim)
+        self.num_tasks = positive_int(num_tasks, "num_tasks", allow_none=True)
+        self.task_dim = positive_int(task_dim, "task_dim", allow_none=True)
         self.goal_network = _normalise_goal_network(goal_network)
         if self.goal_network is not None:
             if self.task_dim is None:
@@ -216,52 +255,9 @@ class MintLayer(keras.layers.Layer):
             return None
         return self.num_tasks if self.num_tasks is not None else self.task_dim
 
-    # -- Shape validation. --------------------------------------------------
-    def _check_inputs_shape(self, inputs_shape):
-        if len(inputs_shape) < 2:
-            raise ValueError(
-                "MintLayer expects inputs of shape (batch, ..., n) with rank "
-                f">= 2; got shape {tuple(inputs_shape)}."
-            )
-        if inputs_shape[-1] is None:
-            raise ValueError(
-                "MintLayer needs a known last dimension n of inputs "
-                f"(batch, ..., n); got shape {tuple(inputs_shape)}."
-            )
-        if self.built and inputs_shape[-1] != self.units:
-            raise ValueError(
-                f"MintLayer was built for inputs (batch, ..., {self.units}); "
-                f"got shape {tuple(inputs_shape)}."
-            )
-
-    def _check_task(self, task_shape, integer):
-        task_shape = tuple(task_shape)
-        if integer:
-            if self.goal_network is not None:
-                raise ValueError(
-                    "A goal-conditioned MintLayer takes float goals of shape "
-                    f"(batch, {self.task_dim}); got integer task ids of "
-                    f"shape {task_shape}."
-                )
-            if len(task_shape) != 1:
-                raise ValueError(
-                    "Integer task ids must have shape (batch,); got shape "
-                    f"{task_shape}."
-                )
-            return
-        expected = self.task_dim if self.task_dim is not None else self.num_tasks
-        what = "goals" if self.goal_network is not None else "task descriptors"
-        if len(task_shape) != 2 or (
-            task_shape[-1] is not None and task_shape[-1] != expected
-        ):
-            raise ValueError(
-                f"Float {what} must have shape (batch, {expected}); got shape "
-                f"{task_shape}."
-            )
-
     # -- Weights. -----------------------------------------------------------
     def build(self, inputs_shape, task_shape=None):
-        self._check_inputs_shape(inputs_shape)
+        check_features_shape(self, inputs_shape)
         self.units = int(inputs_shape[-1])
         if self.goal_network is None:
             self._build_tables()
@@ -269,6 +265,7 @@ class MintLayer(keras.layers.Layer):
             self._build_goal_networks()
 
     def _build_tables(self):
+        # NOTE 2: (K, n, n) and (K, n) tables; NOTE 1: identity slices.
         rows, units = self.table_rows, self.units
         self.task_matrices = self.add_weight(
             name="task_matrices",
@@ -318,6 +315,7 @@ class MintLayer(keras.layers.Layer):
         def flat_identity(shape, dtype=None):
             return ops.reshape(ops.eye(units, dtype=dtype), shape)
 
+        # NOTE 4: two separate networks T_phi (matrix) and T_psi (bias).
         self.matrix_hidden, self.matrix_output = self._make_mlp(
             "matrix_network", units * units, flat_identity,
             self.matrix_regularizer,
@@ -327,38 +325,44 @@ class MintLayer(keras.layers.Layer):
         )
 
     # -- Forward pass. ------------------------------------------------------
-    def task_transform(self, task):
+    def _affine_maps(self, task, is_ids):
         """(M, beta) per example: shapes (batch, n, n) and (batch, n)."""
-        integer = _is_integer(task)
-        self._check_task(task.shape, integer)
-        if integer:
-            # NOTE 3: ids gather table rows (Eq. 4 with a one-hot z_k).
-            ids = ops.cast(task, "int32")
-            check_index_range(ids, self.table_rows)
-            return (
-                ops.take(self.task_matrices, ids, axis=0),
-                ops.take(self.task_biases, ids, axis=0),
-            )
-        descriptor = ops.cast(task, self.compute_dtype)
         if self.goal_network is None:
-            # Eq. 4: M = T_M z, beta = T_beta z.
-            matrices = ops.einsum("bk,kij->bij", descriptor, self.task_matrices)
-            return matrices, ops.matmul(descriptor, self.task_biases)
+            # NOTE 3: ids gather table rows (Eq. 4 with a one-hot z_k);
+            # descriptors give Eq. 4, M = T_M z, beta = T_beta z.
+            return (
+                rows_for_task(self.task_matrices, task, is_ids,
+                              self.compute_dtype),
+                rows_for_task(self.task_biases, task, is_ids,
+                              self.compute_dtype),
+            )
         # Eq. 5: M(g) = T_phi(g), beta(g) = T_psi(g).
-        hidden = descriptor
+        goal = ops.cast(task, self.compute_dtype)
+        hidden = goal
         for layer in self.matrix_hidden:
             hidden = layer(hidden)
         matrices = ops.reshape(
             self.matrix_output(hidden), (-1, self.units, self.units)
         )
-        hidden = descriptor
+        hidden = goal
         for layer in self.bias_hidden:
             hidden = layer(hidden)
         return matrices, self.bias_output(hidden)
 
     def call(self, inputs, task):
-        self._check_inputs_shape(inputs.shape)
-        matrices, biases = self.task_transform(task)
+        check_features_shape(self, inputs.shape)
+        # NOTE 6: ids are range-checked here where they are concrete.
+        task, is_ids = check_task_inputs(
+            self,
+            inputs,
+            task,
+            num_tasks=self.table_rows,
+            descriptor_shape=(self.task_dim or self.num_tasks,),
+            descriptor_name=(
+                "task descriptor" if self.goal_network is None else "goal"
+            ),
+        )
+        matrices, biases = self._affine_maps(task, is_ids)
         # a_i = sum_j M_ij y_j, the same M at every position (NOTE 5).
         outputs = ops.einsum("b...j,bij->b...i", inputs, matrices)
         for _ in range(len(inputs.shape) - 2):
@@ -366,29 +370,19 @@ class MintLayer(keras.layers.Layer):
         return outputs + biases
 
     def compute_output_shape(self, inputs_shape, task_shape=None):
+        check_features_shape(self, inputs_shape)
         return tuple(inputs_shape)
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            {
-                "num_tasks": self.num_tasks,
-                "task_dim": self.task_dim,
-                "goal_network": self.goal_network,
-                "matrix_initializer": (
-                    None
-                    if self.matrix_initializer is None
-                    else keras.initializers.serialize(self.matrix_initializer)
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-                "matrix_regularizer": keras.regularizers.serialize(
-                    self.matrix_regularizer
-                ),
-                "bias_regularizer": keras.regularizers.serialize(
-                    self.bias_regularizer
-                ),
-            }
+            num_tasks=self.num_tasks,
+            task_dim=self.task_dim,
+            goal_network=self.goal_network,
+            **serialize_arguments(
+                self,
+                ("matrix_initializer", "bias_initializer",
+                 "matrix_regularizer", "bias_regularizer"),
+            ),
         )
         return config

@@ -1,16 +1,11 @@
 """Tests of FiLMLayer (gamma_k * y + beta_k, Mint's diagonal baseline)."""
 
-import contextlib
-import io
-import json
-
-import keras
 import numpy as np
 import pytest
 from keras import ops
 
 from layers.film_layer import FiLMLayer
-from tests.harness import other_backends, run_in_backends, run_layer_checks
+from tests.harness import assert_same_across_backends, run_layer_checks
 from training import value_and_grad
 
 UNITS, NUM_TASKS, BATCH = 5, 3, 6
@@ -86,26 +81,14 @@ def test_layer_checks(mode, tmp_path):
     inputs = random_inputs(rng)
     if mode == "ids":
         kwargs = {"num_tasks": NUM_TASKS, "gamma_regularizer": "l2"}
-        task = np.array([0, 2, 1, 2, 0, 1], dtype="int32")
-        task_input = keras.Input((), dtype="int32")
+        task = np.array([0, 2, 1, 2, 0, 1], dtype="int64")
     else:
         kwargs = {"task_dim": NUM_TASKS, "beta_initializer": "random_normal"}
         task = rng.normal(size=(BATCH, NUM_TASKS)).astype("float32")
-        task_input = keras.Input((NUM_TASKS,))
-    run_layer_checks(FiLMLayer, kwargs, inputs, task, tmp_path)
-    # The harness saves the init; save random weights as well.
-    features_input = keras.Input(inputs.shape[1:])
-    layer = FiLMLayer(**kwargs)
-    model = keras.Model(
-        [features_input, task_input], layer(features_input, task_input)
-    )
-    randomise(layer, rng)
-    expected = model.predict([inputs, task], verbose=0)
-    path = str(tmp_path / "random.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        loaded.predict([inputs, task], verbose=0), expected, rtol=1e-5, atol=1e-6
+    run_layer_checks(
+        FiLMLayer, kwargs, inputs, task, tmp_path,
+        expected_output_shape=(BATCH, 2, UNITS),
+        expected_num_trainable_weights=2,
     )
 
 
@@ -136,12 +119,46 @@ def test_out_of_range_ids_raise():
         layer(np.zeros((2, UNITS), "float32"), np.array([0, 5]))
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int64"])
+def test_any_integer_id_dtype_is_accepted(dtype):
+    rng = np.random.default_rng(6)
+    inputs = random_inputs(rng)
+    ids = np.array([0, 2, 1, 2, 0, 1])
+    layer = FiLMLayer(num_tasks=NUM_TASKS)
+    layer.build(inputs.shape)
+    randomise(layer, rng)
+    expected = ops.convert_to_numpy(layer(inputs, ids.astype("int32")))
+    outputs = layer(inputs, ids.astype(dtype))
+    np.testing.assert_array_equal(ops.convert_to_numpy(outputs), expected)
+
+
+@pytest.mark.parametrize("task_batch", [1, 3])
+def test_task_batch_must_equal_inputs_batch(task_batch):
+    """A task batch of 1 is broadcast on JAX and torch without the check."""
+    inputs = np.zeros((4, UNITS), "float32")
+    for task in (np.zeros(task_batch, "int32"),
+                 np.zeros((task_batch, NUM_TASKS), "float32")):
+        with pytest.raises(
+            ValueError,
+            match=rf"FiLMLayer 'film': got {task_batch} task entries for a "
+            r"batch of 4 inputs; give one task per example",
+        ):
+            FiLMLayer(num_tasks=NUM_TASKS, name="film")(inputs, task)
+
+
 @pytest.mark.parametrize(
     "kwargs, inputs_shape, task, message",
     [
         ({"num_tasks": 3}, (4,), np.zeros(4, "int32"), r"rank >= 2"),
-        ({"num_tasks": 3}, (4, UNITS), np.zeros((4, 1), "int32"), r"shape \(batch,\)"),
-        ({"task_dim": 3}, (4, UNITS), np.zeros((4, 2), "float32"), r"\(batch, 3\)"),
+        (
+            {"num_tasks": 3}, (4, UNITS), np.zeros((4, 1), "int32"),
+            r"got integer values of shape \(4, 1\)",
+        ),
+        (
+            {"task_dim": 3}, (4, UNITS), np.zeros((4, 2), "float32"),
+            r"float task descriptor of shape \(batch, 3\); got float32 "
+            r"values of shape \(4, 2\)",
+        ),
     ],
 )
 def test_bad_shapes_raise(kwargs, inputs_shape, task, message):
@@ -154,7 +171,8 @@ def test_bad_shapes_raise(kwargs, inputs_shape, task, message):
     [
         ({}, "needs num_tasks"),
         ({"num_tasks": 3, "task_dim": 4}, "task_dim must equal num_tasks"),
-        ({"task_dim": -1}, "positive integer"),
+        ({"task_dim": -1}, "`task_dim` must be None or an integer >= 1"),
+        ({"num_tasks": True}, "`num_tasks` must be None or an integer >= 1"),
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs, message):
@@ -184,15 +202,6 @@ print(json.dumps(results))
 
 
 def test_same_outputs_on_every_backend():
-    namespace = {}
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        exec(CROSS_BACKEND_SNIPPET, namespace)
-    here = json.loads(printed.getvalue().strip().splitlines()[-1])
+    here = assert_same_across_backends(CROSS_BACKEND_SNIPPET)
+    assert len(here) == 2
     assert not np.allclose(here[0], here[1])
-    others = run_in_backends(CROSS_BACKEND_SNIPPET, other_backends())
-    for backend, results in others.items():
-        for mode, (expected, actual) in enumerate(zip(here, results)):
-            np.testing.assert_allclose(
-                actual, expected, rtol=1e-5, atol=1e-5,
-                err_msg=f"{backend}, mode {mode}",
-            )

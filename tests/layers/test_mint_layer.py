@@ -1,8 +1,6 @@
 """Tests of MintLayer (paper Eqs. 1, 4, 5 and Theorem 1)."""
 
 import contextlib
-import io
-import json
 import time
 
 import keras
@@ -12,7 +10,8 @@ from keras import ops
 
 from layers.film_layer import FiLMLayer
 from layers.mint_layer import MintLayer
-from tests.harness import other_backends, run_in_backends, run_layer_checks
+from tests import harness
+from tests.harness import assert_same_across_backends, run_layer_checks
 from training import StepModel, value_and_grad
 
 UNITS, NUM_TASKS, GOAL_DIM, BATCH = 5, 3, 4, 6
@@ -92,8 +91,12 @@ def test_goal_networks_match_numpy_eq5(training):
     layer.build(inputs.shape)
     weights = randomise(layer, rng)
     names = [w.path.split("/", 1)[1] for w in layer.weights]
-    matrix_weights = [w for w, n in zip(weights, names) if n.startswith("matrix")]
-    bias_weights = [w for w, n in zip(weights, names) if n.startswith("bias")]
+    matrix_weights = [
+        w for w, n in zip(weights, names, strict=True) if n.startswith("matrix")
+    ]
+    bias_weights = [
+        w for w, n in zip(weights, names, strict=True) if n.startswith("bias")
+    ]
     assert len(matrix_weights) == len(bias_weights) == 6
     matrices = mlp_reference(goals, matrix_weights, 2, np.tanh)
     biases = mlp_reference(goals, bias_weights, 2, np.tanh)
@@ -134,32 +137,40 @@ def test_layer_checks(mode, tmp_path):
     rng = np.random.default_rng(5)
     inputs = random_inputs(rng)
     if mode == "ids":
-        kwargs, task = {"num_tasks": NUM_TASKS, "bias_regularizer": "l2"}, mixed_ids()
+        kwargs = {"num_tasks": NUM_TASKS, "bias_regularizer": "l2"}
+        task, num_weights = mixed_ids().astype("uint8"), 2
     elif mode == "descriptors":
         kwargs = {"task_dim": NUM_TASKS, "matrix_initializer": "orthogonal"}
         task = rng.normal(size=(BATCH, NUM_TASKS)).astype("float32")
+        num_weights = 2
     else:
         kwargs = {"task_dim": GOAL_DIM, "goal_network": GOAL_NETWORK}
         task = rng.normal(size=(BATCH, GOAL_DIM)).astype("float32")
-    run_layer_checks(MintLayer, kwargs, inputs, task, tmp_path)
-    # The harness saves the identity init; save random weights as well.
-    task_input = (
-        keras.Input((), dtype="int32") if mode == "ids"
-        else keras.Input(task.shape[1:])
+        num_weights = 12  # two MLPs of 3 Dense layers (kernel, bias)
+    run_layer_checks(
+        MintLayer, kwargs, inputs, task, tmp_path,
+        expected_output_shape=(BATCH, 2, UNITS),
+        expected_num_trainable_weights=num_weights,
     )
-    features_input = keras.Input(inputs.shape[1:])
-    layer = MintLayer(**kwargs)
-    model = keras.Model(
-        [features_input, task_input], layer(features_input, task_input)
-    )
-    randomise(layer, rng)
-    expected = model.predict([inputs, task], verbose=0)
-    assert not np.allclose(expected, inputs, atol=1e-3)
-    path = str(tmp_path / "random.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        loaded.predict([inputs, task], verbose=0), expected, rtol=1e-5, atol=1e-5
+
+
+@pytest.mark.slow
+def test_layer_checks_with_torch_compile(tmp_path, monkeypatch):
+    """The harness's compiled-prediction check through torch.compile.
+
+    The default run compares `predict()` with the eager call on torch
+    (torch.compile costs 3-26 s per layer on a CPU: see
+    `TORCH_COMPILE_PREDICT` in tests/harness.py); this slow
+    check compiles.
+    """
+    if keras.backend.backend() != "torch":
+        pytest.skip("JAX and TensorFlow compile in the default harness run")
+    monkeypatch.setattr(harness, "TORCH_COMPILE_PREDICT", True)
+    rng = np.random.default_rng(5)
+    run_layer_checks(
+        MintLayer, {"num_tasks": NUM_TASKS}, random_inputs(rng), mixed_ids(),
+        tmp_path, expected_output_shape=(BATCH, 2, UNITS),
+        expected_num_trainable_weights=2,
     )
 
 
@@ -200,11 +211,13 @@ def test_gradients_reach_every_goal_network_variable():
     assert len(layer.trainable_variables) == 12
     names = [v.path.split("/", 1)[1] for v in layer.trainable_variables]
     # At init (zero output kernels, NOTE 4) only the output layers learn.
-    for name, grad in zip(names, gradients(layer, inputs, goals, rng)):
+    for name, grad in zip(names, gradients(layer, inputs, goals, rng),
+                          strict=True):
         is_output = "output" in name
         assert (np.abs(grad).max() > 0) == is_output, name
     randomise(layer, rng)
-    for name, grad in zip(names, gradients(layer, inputs, goals, rng)):
+    for name, grad in zip(names, gradients(layer, inputs, goals, rng),
+                          strict=True):
         assert np.abs(grad).max() > 0, name
 
 
@@ -219,23 +232,66 @@ def test_out_of_range_ids_raise():
 
 
 @pytest.mark.parametrize(
+    "dtype", ["uint8", "int8", "int16", "uint16", "int32", "int64"]
+)
+def test_any_integer_id_dtype_is_accepted(dtype):
+    rng = np.random.default_rng(10)
+    inputs = random_inputs(rng)
+    layer = MintLayer(num_tasks=NUM_TASKS)
+    layer.build(inputs.shape)
+    randomise(layer, rng)
+    expected = ops.convert_to_numpy(layer(inputs, mixed_ids()))
+    outputs = layer(inputs, mixed_ids().astype(dtype))
+    np.testing.assert_array_equal(ops.convert_to_numpy(outputs), expected)
+
+
+@pytest.mark.parametrize("task_batch", [1, 3, 5])
+def test_task_batch_must_equal_inputs_batch(task_batch):
+    """A task batch of 1 is broadcast on JAX and torch without the check."""
+    inputs = np.zeros((4, UNITS), "float32")
+    for layer, task in [
+        (MintLayer(num_tasks=3, name="mint"), np.zeros(task_batch, "int32")),
+        (MintLayer(task_dim=3, name="mint"), np.zeros((task_batch, 3), "float32")),
+        (
+            MintLayer(task_dim=2, goal_network={}, name="mint"),
+            np.zeros((task_batch, 2), "float32"),
+        ),
+    ]:
+        with pytest.raises(
+            ValueError,
+            match=rf"MintLayer 'mint': got {task_batch} task entries for a "
+            r"batch of 4 inputs; give one task per example",
+        ):
+            layer(inputs, task)
+
+
+@pytest.mark.parametrize(
     "kwargs, inputs_shape, task, message",
     [
         ({"num_tasks": 3}, (4,), np.zeros(4, "int32"), r"rank >= 2"),
-        ({"num_tasks": 3}, (4, UNITS), np.zeros((4, 1), "int32"), r"shape \(batch,\)"),
-        ({"num_tasks": 3}, (4, UNITS), np.zeros((4, 2), "float32"), r"\(batch, 3\)"),
-        ({"task_dim": 3}, (4, UNITS), np.zeros((4,), "float32"), r"\(batch, 3\)"),
         (
-            {"task_dim": 2, "goal_network": {}},
-            (4, UNITS),
-            np.zeros((4, 3), "float32"),
-            r"goals must have shape \(batch, 2\)",
+            {"num_tasks": 3}, (4, UNITS), np.zeros((4, 1), "int32"),
+            r"got integer values of shape \(4, 1\)",
         ),
         (
-            {"task_dim": 2, "goal_network": {}},
-            (4, UNITS),
+            {"num_tasks": 3}, (4, UNITS), np.zeros((4, 2), "float32"),
+            r"float task descriptor of shape \(batch, 3\); got float32 "
+            r"values of shape \(4, 2\)",
+        ),
+        (
+            {"task_dim": 3}, (4, UNITS), np.zeros((4,), "float32"),
+            r"\(batch, 3\); got float32 values of shape \(4,\)",
+        ),
+        (
+            {"task_dim": 2, "goal_network": {}}, (4, UNITS),
+            np.zeros((4, 3), "float32"),
+            r"takes a float goal of shape \(batch, 2\); got float32 values "
+            r"of shape \(4, 3\)",
+        ),
+        (
+            {"task_dim": 2, "goal_network": {}}, (4, UNITS),
             np.zeros((4,), "int32"),
-            r"float goals",
+            r"takes a float goal of shape \(batch, 2\); got integer values",
         ),
     ],
 )
@@ -264,7 +320,12 @@ def test_wrong_feature_size_after_build_raises():
         ),
         ({"task_dim": 2, "goal_network": {"units": [3]}}, "Unknown goal_network keys"),
         ({"task_dim": 2, "goal_network": [3]}, "must be None or a dict"),
-        ({"num_tasks": 0}, "positive integer"),
+        (
+            {"task_dim": 2, "goal_network": {"hidden_units": [4, 0]}},
+            "`goal_network hidden_units` must be an integer >= 1",
+        ),
+        ({"num_tasks": 0}, "`num_tasks` must be None or an integer >= 1"),
+        ({"task_dim": 2.5}, "`task_dim` must be None or an integer >= 1"),
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs, message):
@@ -315,7 +376,7 @@ def fit_affine_tasks(conditioning, data, frozen_weights):
         shuffle=True,
     )
     shared_after = model.shared.get_weights()
-    for before, after in zip(frozen_weights, shared_after):
+    for before, after in zip(frozen_weights, shared_after, strict=True):
         np.testing.assert_array_equal(before, after)
     predictions = model.predict((features, ids), batch_size=1024, verbose=0)
     return np.mean((predictions - targets) ** 2) / np.var(targets)
@@ -347,9 +408,10 @@ def test_theorem1_mint_fits_per_task_affine_maps_film_cannot():
     assert film_error > 10 * mint_error
 
 
-# -- (5) Same weights, same outputs on the other backends. -------------------
+# -- (5) Same weights, same outputs and errors on the other backends. -------
 CROSS_BACKEND_SNIPPET = """
 import json
+import re
 import keras
 import numpy as np
 from layers.mint_layer import MintLayer
@@ -371,21 +433,32 @@ for kwargs, task in [
     layer.set_weights(
         [rng.normal(size=w.shape).astype("float32") for w in layer.weights])
     results.append(keras.ops.convert_to_numpy(layer(inputs, task)).tolist())
-print(json.dumps(results))
+# The validator's message (without keras's per-backend call summary).
+errors = []
+for task in (ids[:1], ids[:4], descriptors[:1], ids + 1):
+    try:
+        MintLayer(num_tasks=3, name="mint")(inputs, task)
+        errors.append(None)
+    except ValueError as error:
+        text = re.sub(r"\\x1b\\[[0-9;]*m", "", str(error))
+        errors.append([line for line in text.splitlines()
+                       if "MintLayer 'mint'" in line or "out of range" in line])
+print(json.dumps({{"outputs": results, "errors": errors}}))
 """
 
 
-def test_same_outputs_on_every_backend():
-    namespace = {}
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        exec(CROSS_BACKEND_SNIPPET, namespace)
-    here = json.loads(printed.getvalue().strip().splitlines()[-1])
+def test_same_outputs_and_errors_on_every_backend():
+    here = assert_same_across_backends(
+        CROSS_BACKEND_SNIPPET, atol=1e-4, rtol=1e-4
+    )
     # The snippet really computes something that differs between modes.
-    assert not np.allclose(here[0], here[1])
-    others = run_in_backends(CROSS_BACKEND_SNIPPET, other_backends())
-    for backend, results in others.items():
-        for mode, (expected, actual) in enumerate(zip(here, results)):
-            np.testing.assert_allclose(
-                actual, expected, rtol=1e-4, atol=1e-4,
-                err_msg=f"{backend}, mode {mode}",
-            )
+    assert not np.allclose(here["outputs"][0], here["outputs"][1])
+    assert here["errors"] == [
+        ["MintLayer 'mint': got 1 task entries for a batch of 6 inputs; give "
+         "one task per example (e.g. np.full(batch, task_id))."],
+        ["MintLayer 'mint': got 4 task entries for a batch of 6 inputs; give "
+         "one task per example (e.g. np.full(batch, task_id))."],
+        ["MintLayer 'mint': got 1 task entries for a batch of 6 inputs; give "
+         "one task per example (e.g. np.full(batch, task_id))."],
+        ["task id out of range: got [3, 3], expected integers in [0, 3)."],
+    ]

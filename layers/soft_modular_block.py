@@ -85,6 +85,15 @@ NOTE 11: the official code's unused configuration options (`add_bn`
 NOTE 12: the modules of one layer are computed together with one einsum
   over a kernel of shape (n, d_in, d_out) (official: a Python loop over
   modules). The routing matrices are not detached, as in the official code.
+NOTE 13: every random initializer draws from a SEEDED stateless generator,
+  and each weight gets its own seed (the initializer's seed plus the number
+  of weights created before it). An unseeded draw advances Keras's global
+  seed generator, a variable that does not exist while Keras builds a
+  subclassed model symbolically on TensorFlow (the first call then failed
+  with "'NoneType' object has no attribute 'assign'"); and one seed shared
+  by several weights of one shape would start them equal (the routing
+  output layers of a deep block did), where the official torch code draws
+  every nn.Linear independently.
 """
 
 import math
@@ -92,7 +101,7 @@ import math
 import keras
 from keras import ops
 
-from training.backend import check_index_range
+from layers.task_inputs import check_task_inputs, positive_int
 
 SOFT_MODULAR_CONFIGS = {
     # Paper Section 5.2 "Ours (Shallow)" and "Ours (Deep)"; official configs
@@ -105,36 +114,80 @@ VARIANTS = ("official", "paper")
 
 
 @keras.saving.register_keras_serializable(package="modular_zoo")
-class OutputUnitsUniform(keras.initializers.Initializer):
-    """U(-1/sqrt(units), 1/sqrt(units)) with `units = shape[-1]`.
+class OutputUnitsUniform(keras.initializers.RandomUniform):
+    """Uniform initializer U(-1/sqrt(units), 1/sqrt(units)), units = shape[-1].
 
     The official Soft-Module `basic_init` (torchrl `_fanin_init`) divides by
     `weight.size(0)` of a torch Linear weight, which is its number of output
     units; Keras kernels are laid out (..., in, out), so that is `shape[-1]`
     here, also for module kernels of shape (n, in, out) (NOTE 9).
+
+    A `keras.initializers.RandomUniform(-1, 1)` scaled by the bound: it
+    handles `seed` as Keras's own random initializers do (NOTE 13): an
+    integer seed, or None for a seed drawn once at construction
+    (reproducible under `keras.utils.set_random_seed`), gives a stateless
+    draw that returns the same values at every call with the same shape;
+    a `keras.random.SeedGenerator` gives new values at every call.
+
+    Args:
+        seed: Integer, `keras.random.SeedGenerator` or None, the seed of the
+            draws.
+
+    Example:
+
+    >>> init = OutputUnitsUniform(seed=1)
+    >>> values = ops.convert_to_numpy(init((100, 4)))
+    >>> bool(np.abs(values).max() <= 0.5)
+    True
+    >>> bool(np.all(values == ops.convert_to_numpy(init((100, 4)))))
+    True
+    >>> OutputUnitsUniform.from_config(init.get_config()).get_config()
+    {'seed': 1}
     """
+
+    def __init__(self, seed=None):
+        super().__init__(minval=-1.0, maxval=1.0, seed=seed)
 
     def __call__(self, shape, dtype=None):
         bound = 1.0 / math.sqrt(shape[-1])
-        return keras.random.uniform(
-            shape, minval=-bound, maxval=bound, dtype=dtype
-        )
+        return super().__call__(shape, dtype=dtype) * bound
 
     def get_config(self):
-        return {}
+        return {"seed": super().get_config()["seed"]}
 
 
-def _is_integer(tensor):
-    dtype = keras.backend.standardize_dtype(tensor.dtype)
-    return "int" in dtype
+_INT_ARGS = (
+    "num_layers",
+    "num_modules",
+    "module_units",
+    "num_tasks",
+    "routing_units",
+    "routing_layers",
+    "observation_embedding_units",
+    "observation_embedding_layers",
+    "output_units",
+)
 
 
 @keras.saving.register_keras_serializable(package="modular_zoo")
 class SoftModularBlock(keras.layers.Layer):
     """Soft modularization block: routed modules plus their routing network.
 
-    Paper equations ("paper" variant; notation of the module docstring;
-    biases omitted, NOTE 8):
+    With the notation of the module docstring (f the observation MLP, h the
+    task embedding, W_j^l and b_j^l the kernel and bias of module j of layer
+    l, p_hat^l the (n, n) routing matrix [target, source] of layer l), the
+    "official" variant (default; NOTES 1-5) computes
+
+        e       = T(f(s) * h(z))   (routing trunk: ReLU, Dense, ..., Dense)
+        p_hat^1 = softmax(W_d^1 ReLU(e))
+        p_hat^l = softmax(W_d^l ReLU((W_c^l [p_hat^1..p_hat^(l-1)]) * e))
+        q       = softmax(W_q ReLU((W_c^L [p_hat^1..p_hat^(L-1)]) * e))  (n)
+        m_j^1   = W_j^1 ReLU(f(s)) + b_j^1
+        m_i^l   = W_i^l ReLU(sum_j p_hat_ij^(l-1) m_j^(l-1)) + b_i^l
+        output  = ReLU(sum_j q_j m_j^L)
+
+    and the "paper" variant the equations as printed (biases omitted,
+    NOTE 8):
 
         e       = f(s) * h(z)                                   (D)
         p^1     = W_d^1 ReLU(e)                                 (Eq. 6)
@@ -143,61 +196,74 @@ class SoftModularBlock(keras.layers.Layer):
         g_j^1   = f(s);  g_i^(l+1) = sum_j p_hat_ij^l ReLU(W_j^l g_j^l)  (Eq. 8)
         output  = sum_j W_j^L g_j^L                             (Eq. 9)
 
-    Official variant (default; NOTES 1-5):
-
-        e       = T(f(s) * h(z))   (routing trunk: ReLU, Dense, ..., Dense)
-        p_hat^1 = softmax(W_d^1 ReLU(e))
-        p_hat^l = softmax(W_d^l ReLU((W_c^l [p_hat^1..p_hat^(l-1)]) * e))
-        q       = softmax(W_q ReLU((W_c^L [p_hat^1..p_hat^(L-1)]) * e))  (n)
-        m^1_j   = W_j^1 ReLU(f(s));  m^(l+1)_i = W_i^(l+1) ReLU(sum_j p_hat_ij^l m^l_j)
-        output  = ReLU(sum_j q_j m^L_j)
+    The softmax runs over the sources (the last axis): every row of a
+    routing matrix sums to 1. Nothing is stochastic: `training` changes
+    nothing.
 
     Args:
-        num_layers: L, the number of module layers (>= 2).
-        num_modules: n, modules per layer.
-        module_units: d, the output width of every module.
-        num_tasks: number of tasks T; required for integer task ids, and
-            then float descriptors must have T entries (one-hot). If None,
-            only float descriptors are accepted, of any fixed width.
-        routing_units: width of the routing layers ("official" only).
-        routing_layers: number of extra routing embedding layers after
-            f(s) * h(z) ("official" only, NOTE 1; 0 disables them).
-        observation_embedding_units: D, width of f(s) and h(z).
-        observation_embedding_layers: depth of the observation MLP f.
-        variant: "official" (default) or "paper".
-        output_units: o, width of the last module layer in the "paper"
-            variant (Eq. 9); defaults to `module_units`. Must be None for
-            "official" (its output width is d).
-        kernel_initializer, bias_initializer: every kernel and bias except
-            the routing outputs (default: official `basic_init`, NOTE 9).
-        routing_output_initializer: kernels and biases of the layers that
-            output routing logits (default U(+-3e-3), NOTE 9).
-        kernel_regularizer, bias_regularizer: for all kernels / biases.
+        num_layers: Integer >= 2, L, the number of module layers.
+        num_modules: Positive integer, n, the modules per layer.
+        module_units: Positive integer, d, the output width of every module.
+        num_tasks: Positive integer or None, the number of tasks T. Required
+            for integer task ids; float descriptors must then have T entries
+            (one-hot). If None, only float descriptors are accepted, of the
+            width seen at the first call.
+        routing_units: Positive integer, the width of the routing layers
+            ("official" only, NOTE 1).
+        routing_layers: Integer >= 0, the number of extra routing embedding
+            layers after f(s) * h(z) ("official" only, NOTE 1; 0 disables
+            them).
+        observation_embedding_units: Positive integer, D, the width of f(s)
+            and h(z).
+        observation_embedding_layers: Positive integer, the depth of the
+            observation MLP f.
+        variant: String, "official" (default) or "paper".
+        output_units: Positive integer or None, o, the width of the last
+            module layer of the "paper" variant (Eq. 9); None means
+            `module_units`. Must be None for "official" (its output width
+            is d).
+        kernel_initializer: Initializer for every kernel except the routing
+            outputs (default: official `basic_init`, `OutputUnitsUniform`;
+            NOTES 9, 13).
+        bias_initializer: Initializer for every bias except the routing
+            outputs (default: the constant 0.1, NOTE 9).
+        routing_output_initializer: Initializer for the kernels and biases
+            of the layers that output routing logits (default U(+-3e-3),
+            NOTE 9).
+        kernel_regularizer: Regularizer for all kernels.
+        bias_regularizer: Regularizer for all biases.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        state_features: (batch, state_dim) float.
-        task: (batch,) integer task ids in [0, num_tasks), or a float task
-            descriptor / one-hot (batch, task_dim).
-        return_routing: if True, also return the list of routing
+        inputs: Float tensor of shape (batch, input_dim), the state s.
+        task: Integer task ids of shape (batch,) (any integer dtype) in
+            [0, num_tasks), or a float task descriptor (one-hot) of shape
+            (batch, task_dim), one per example. Out-of-range ids raise a
+            ValueError where their values are concrete; inside `jax.jit` /
+            `tf.function` they follow the backend's gather semantics
+            (`layers/ids_backend.py`, NOTE 2).
+        return_routing: Boolean, whether to also return the list of routing
             probabilities: L-1 tensors (batch, n, n) [target, source], and
             for "official" the final (batch, n) mixing vector after them.
 
-    Out-of-range integer ids raise ValueError in eager mode; inside
-    `jax.jit` / `tf.function` they cannot be checked without a host sync and
-    follow the backend's gather semantics (clamped or filled: wrong outputs,
-    no error), so validate ids in the input pipeline.
+    Input shape:
+        `inputs`: (batch, input_dim); `task`: (batch,) or (batch, task_dim).
 
-    Output: (batch, module_units), or (batch, output_units) for "paper".
+    Output shape:
+        (batch, module_units), or (batch, output_units) for "paper". With
+        `return_routing=True`, the pair (outputs, routing) with routing
+        [(batch, n, n)] * (L - 1), plus (batch, n) for "official".
 
     Example:
 
-    >>> import numpy as np
     >>> block = SoftModularBlock.from_preset_name("shallow", num_tasks=10)
-    >>> states = np.random.rand(4, 39).astype("float32")
-    >>> task_ids = np.array([0, 3, 3, 9])
-    >>> features, routing = block(states, task_ids, return_routing=True)
+    >>> states = np.zeros((4, 39), "float32")
+    >>> task = np.array([0, 3, 3, 9])
+    >>> features, routing = block(states, task, return_routing=True)
     >>> tuple(features.shape), [tuple(r.shape) for r in routing]
     ((4, 256), [(4, 2, 2), (4, 2)])
+    >>> block.compute_output_shape((4, 39), (4,))
+    (4, 256)
     """
 
     def __init__(
@@ -220,53 +286,35 @@ class SoftModularBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value, minimum in (
-            ("num_layers", num_layers, 2),
-            ("num_modules", num_modules, 1),
-            ("module_units", module_units, 1),
-            ("routing_units", routing_units, 1),
-            ("routing_layers", routing_layers, 0),
-            ("observation_embedding_units", observation_embedding_units, 1),
-            ("observation_embedding_layers", observation_embedding_layers, 1),
-        ):
-            if not isinstance(value, int) or value < minimum:
-                raise ValueError(
-                    f"`{name}` must be an integer >= {minimum}; got {value!r}."
-                )
-        if num_tasks is not None and (
-            not isinstance(num_tasks, int) or num_tasks < 1
-        ):
-            raise ValueError(
-                f"`num_tasks` must be None or a positive integer; got "
-                f"{num_tasks!r}."
-            )
+        self.num_layers = positive_int(num_layers, "num_layers", minimum=2)
+        self.num_modules = positive_int(num_modules, "num_modules")
+        self.module_units = positive_int(module_units, "module_units")
+        self.num_tasks = positive_int(num_tasks, "num_tasks", allow_none=True)
+        self.routing_units = positive_int(routing_units, "routing_units")
+        self.routing_layers = positive_int(
+            routing_layers, "routing_layers", minimum=0
+        )
+        self.observation_embedding_units = positive_int(
+            observation_embedding_units, "observation_embedding_units"
+        )
+        self.observation_embedding_layers = positive_int(
+            observation_embedding_layers, "observation_embedding_layers"
+        )
         if variant not in VARIANTS:
             raise ValueError(
                 f"`variant` must be one of {VARIANTS}; got {variant!r}."
             )
-        if output_units is not None:
-            if variant != "paper":
-                raise ValueError(
-                    "`output_units` sets the width of the paper's last module "
-                    "layer (Eq. 9) and applies only to variant='paper'; the "
-                    "official block outputs `module_units` features."
-                )
-            if not isinstance(output_units, int) or output_units < 1:
-                raise ValueError(
-                    f"`output_units` must be a positive integer; got "
-                    f"{output_units!r}."
-                )
-        self.num_layers = num_layers
-        self.num_modules = num_modules
-        self.module_units = module_units
-        self.num_tasks = num_tasks
-        self.routing_units = routing_units
-        self.routing_layers = routing_layers
-        self.observation_embedding_units = observation_embedding_units
-        self.observation_embedding_layers = observation_embedding_layers
+        if output_units is not None and variant != "paper":
+            raise ValueError(
+                "`output_units` sets the width of the paper's last module "
+                "layer (Eq. 9) and applies only to variant='paper'; the "
+                "official block outputs `module_units` features."
+            )
         self.variant = variant
-        self.output_units = output_units
-        # NOTE 9: official initialisation by default.
+        self.output_units = positive_int(
+            output_units, "output_units", allow_none=True
+        )
+        # NOTES 9, 13: official initialisation by default, seeded draws.
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or OutputUnitsUniform()
         )
@@ -285,8 +333,15 @@ class SoftModularBlock(keras.layers.Layer):
         """A block with a named configuration of `SOFT_MODULAR_CONFIGS`.
 
         "shallow": L=2, n=2, d=256 (MT10 in the paper); "deep": L=4, n=4,
-        d=128 (MT50). Keyword `overrides` replace or add constructor
-        arguments, e.g. `from_preset_name("deep", num_tasks=50)`.
+        d=128 (MT50).
+
+        Args:
+            name: String, "shallow" or "deep".
+            **overrides: Constructor arguments that replace or add to the
+                configuration, e.g. `from_preset_name("deep", num_tasks=50)`.
+
+        Returns:
+            A `SoftModularBlock`.
         """
         if name not in SOFT_MODULAR_CONFIGS:
             raise ValueError(
@@ -297,74 +352,83 @@ class SoftModularBlock(keras.layers.Layer):
 
     # ------------------------------------------------------------------ build
 
+    def _add_seeded_weight(self, name, shape, initializer, regularizer):
+        """`add_weight` with a seed of its own for a seeded initializer.
+
+        NOTE 13: Keras's random initializers draw statelessly from their
+        (integer) seed; a copy seeded with `seed + len(self.weights)` gives
+        every weight different values, the same at every build.
+        """
+        seed = getattr(initializer, "seed", None)
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            config = initializer.get_config()
+            config["seed"] = seed + len(self.weights) + 1
+            initializer = initializer.__class__.from_config(config)
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=initializer,
+            regularizer=regularizer,
+        )
+
     def _dense_weights(self, name, input_dim, units, routing_output=False):
-        kernel_init = (
+        kernel = self._add_seeded_weight(
+            f"{name}_kernel",
+            (input_dim, units),
             self.routing_output_initializer
             if routing_output
-            else self.kernel_initializer
+            else self.kernel_initializer,
+            self.kernel_regularizer,
         )
-        bias_init = (
+        bias = self._add_seeded_weight(
+            f"{name}_bias",
+            (units,),
             self.routing_output_initializer
             if routing_output
-            else self.bias_initializer
-        )
-        kernel = self.add_weight(
-            name=f"{name}_kernel",
-            shape=(input_dim, units),
-            initializer=kernel_init,
-            regularizer=self.kernel_regularizer,
-        )
-        bias = self.add_weight(
-            name=f"{name}_bias",
-            shape=(units,),
-            initializer=bias_init,
-            regularizer=self.bias_regularizer,
+            else self.bias_initializer,
+            self.bias_regularizer,
         )
         return kernel, bias
 
-    def _task_input_dim(self, task_shape):
-        if len(task_shape) == 1:
-            if self.num_tasks is None:
-                raise ValueError(
-                    "Integer task ids of shape (batch,) need `num_tasks`; "
-                    "pass num_tasks=... or give float task descriptors of "
-                    "shape (batch, task_dim)."
-                )
-            return self.num_tasks
-        if len(task_shape) == 2:
-            task_dim = task_shape[-1]
-            if task_dim is None:
-                raise ValueError(
-                    "The task descriptor's last dimension must be known; got "
-                    f"shape {tuple(task_shape)}."
-                )
-            if self.num_tasks is not None and task_dim != self.num_tasks:
-                raise ValueError(
-                    f"Expected a task descriptor of shape (batch, "
-                    f"{self.num_tasks}) (one-hot over num_tasks="
-                    f"{self.num_tasks}); got shape {tuple(task_shape)}."
-                )
-            return task_dim
-        raise ValueError(
-            "Expected `task` of shape (batch,) (integer ids) or (batch, "
-            f"task_dim) (float descriptor); got shape {tuple(task_shape)}."
-        )
-
-    def build(self, state_features_shape, task_shape):
-        if len(state_features_shape) != 2 or state_features_shape[-1] is None:
+    def _check_inputs_shape(self, inputs_shape):
+        if len(inputs_shape) != 2 or inputs_shape[-1] is None:
             raise ValueError(
-                "Expected `state_features` of shape (batch, state_dim) with a "
-                f"known state_dim; got shape {tuple(state_features_shape)}."
+                f"{type(self).__name__} '{self.name}' expects `inputs` of "
+                "shape (batch, input_dim) with a known input_dim; got shape "
+                f"{tuple(inputs_shape)}."
             )
-        self._state_dim = state_features_shape[-1]
-        self._task_dim = self._task_input_dim(task_shape)
+        expected = getattr(self, "_input_dim", None)
+        if expected is not None and inputs_shape[-1] != expected:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' was built for `inputs` "
+                f"of shape (batch, {expected}); got shape "
+                f"{tuple(inputs_shape)}."
+            )
+
+    def _task_dim_for_build(self, task_shape):
+        """The width of the task input of h(z)."""
+        if self.num_tasks is not None:
+            return self.num_tasks  # ids or one-hot descriptors of width T
+        if len(task_shape) != 2 or task_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' has num_tasks=None and "
+                "takes only float task descriptors of shape (batch, task_dim) "
+                f"with a known task_dim; got task of shape "
+                f"{tuple(task_shape)}. Pass num_tasks=... for integer ids."
+            )
+        return task_shape[-1]
+
+    def build(self, inputs_shape, task_shape):
+        self._check_inputs_shape(inputs_shape)
+        self._input_dim = inputs_shape[-1]
+        self._task_dim = self._task_dim_for_build(task_shape)
         n = self.num_modules
         d = self.module_units
         embed = self.observation_embedding_units
 
         # f(s): observation MLP.
         self.observation_weights = []
-        input_dim = self._state_dim
+        input_dim = self._input_dim
         for index in range(self.observation_embedding_layers):
             self.observation_weights.append(
                 self._dense_weights(f"observation_{index}", input_dim, embed)
@@ -450,70 +514,47 @@ class SoftModularBlock(keras.layers.Layer):
                 self.variant == "paper" and index == self.num_layers - 1
             )
             units = (self.output_units or d) if last_paper_layer else d
-            kernel = self.add_weight(
-                name=f"module_{index}_kernel",
-                shape=(n, input_dim, units),
-                initializer=self.kernel_initializer,
-                regularizer=self.kernel_regularizer,
+            kernel = self._add_seeded_weight(
+                f"module_{index}_kernel",
+                (n, input_dim, units),
+                self.kernel_initializer,
+                self.kernel_regularizer,
             )
             # NOTE 8: one bias for the summed last layer of the paper.
-            bias = self.add_weight(
-                name=f"module_{index}_bias",
-                shape=(units,) if last_paper_layer else (n, units),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
+            bias = self._add_seeded_weight(
+                f"module_{index}_bias",
+                (units,) if last_paper_layer else (n, units),
+                self.bias_initializer,
+                self.bias_regularizer,
             )
             self.module_weights.append((kernel, bias))
             input_dim = units
 
     # ------------------------------------------------------------------- call
 
-    def _check_inputs(self, state_features, task):
-        if len(state_features.shape) != 2:
-            raise ValueError(
-                "Expected `state_features` of shape (batch, "
-                f"{self._state_dim}); got shape {tuple(state_features.shape)}."
-            )
-        if state_features.shape[-1] != self._state_dim:
-            raise ValueError(
-                f"Expected `state_features` of shape (batch, "
-                f"{self._state_dim}); got shape {tuple(state_features.shape)}."
-            )
-        if len(task.shape) == 1:
-            if not _is_integer(task):
-                raise ValueError(
-                    "A `task` of shape (batch,) must hold integer task ids; "
-                    f"got dtype {keras.backend.standardize_dtype(task.dtype)}. "
-                    "Float descriptors need shape (batch, task_dim)."
-                )
-            if self.num_tasks is None:
-                self._task_input_dim(task.shape)  # raises the clear error
-        elif len(task.shape) == 2:
-            if _is_integer(task):
-                raise ValueError(
-                    "A `task` of shape (batch, task_dim) must be a float "
-                    "descriptor; integer ids need shape (batch,)."
-                )
-            if task.shape[-1] != self._task_dim:
-                raise ValueError(
-                    f"Expected a task descriptor of shape (batch, "
-                    f"{self._task_dim}); got shape {tuple(task.shape)}."
-                )
-        else:
-            self._task_input_dim(task.shape)  # raises the clear error
+    def _validate(self, inputs, task):
+        """Checks `inputs` and `task` (shared validator); returns the task."""
+        self._check_inputs_shape(inputs.shape)
+        task, _ = check_task_inputs(
+            self,
+            inputs,
+            task,
+            num_tasks=self.num_tasks,
+            descriptor_shape=(self._task_dim,),
+        )
+        return task
 
     def _task_embedding(self, task):
         """h(z) = W_h z + b_h; integer ids gather rows of W_h."""
-        if len(task.shape) == 1:
-            check_index_range(task, self.num_tasks)
-            rows = ops.take(self.task_kernel, ops.cast(task, "int32"), axis=0)
+        if len(task.shape) == 1:  # int32 ids, checked by the validator
+            rows = ops.take(self.task_kernel, task, axis=0)
             return ops.cast(rows, self.compute_dtype) + self.task_bias
         task = ops.cast(task, self.compute_dtype)
         return ops.matmul(task, self.task_kernel) + self.task_bias
 
-    def _observation_embedding(self, state_features):
+    def _observation_embedding(self, inputs):
         """f(s): Dense, ReLU, ..., Dense (no activation on the output)."""
-        hidden = state_features
+        hidden = inputs
         for index, (kernel, bias) in enumerate(self.observation_weights):
             if index > 0:
                 hidden = ops.relu(hidden)
@@ -573,11 +614,9 @@ class SoftModularBlock(keras.layers.Layer):
             )
         return routing_probs
 
-    def call(self, state_features, task, return_routing=False):
-        # `stateless_call` passes NumPy inputs through unconverted.
-        task = ops.convert_to_tensor(task)
-        self._check_inputs(state_features, task)
-        observation_embedding = self._observation_embedding(state_features)
+    def call(self, inputs, task, return_routing=False):
+        task = self._validate(inputs, task)
+        observation_embedding = self._observation_embedding(inputs)
         # f(s) * h(z), the routing input in both variants.
         routing_embedding = observation_embedding * self._task_embedding(task)
 
@@ -637,39 +676,54 @@ class SoftModularBlock(keras.layers.Layer):
             return outputs, routing
         return outputs
 
+    def compute_output_shape(
+        self, inputs_shape, task_shape=None, return_routing=False
+    ):
+        """Output shape, and the routing shapes if `return_routing`.
+
+        Args:
+            inputs_shape: Tuple, the shape of `inputs`, (batch, input_dim).
+            task_shape: Tuple or None, the shape of `task` (unused).
+            return_routing: Boolean, as in `call`.
+
+        Returns:
+            (batch, units), or the pair ((batch, units), routing shapes).
+        """
+        self._check_inputs_shape(inputs_shape)
+        batch = inputs_shape[0]
+        units = self.module_units
+        if self.variant == "paper":
+            units = self.output_units or units
+        outputs_shape = (batch, units)
+        if not return_routing:
+            return outputs_shape
+        n = self.num_modules
+        routing = [(batch, n, n)] * (self.num_layers - 1)
+        if self.variant == "official":
+            routing.append((batch, n))
+        return outputs_shape, routing
+
+    def compute_output_spec(self, inputs, task, return_routing=False):
+        # Keras's default passes only the `*_shape` arguments to
+        # `compute_output_shape`; `return_routing` changes the structure.
+        self._validate(inputs, task)
+        return keras.tree.map_shape_structure(
+            lambda shape: keras.KerasTensor(shape, dtype=self.compute_dtype),
+            self.compute_output_shape(
+                inputs.shape, task.shape, return_routing=return_routing
+            ),
+        )
+
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "num_layers": self.num_layers,
-                "num_modules": self.num_modules,
-                "module_units": self.module_units,
-                "num_tasks": self.num_tasks,
-                "routing_units": self.routing_units,
-                "routing_layers": self.routing_layers,
-                "observation_embedding_units": (
-                    self.observation_embedding_units
-                ),
-                "observation_embedding_layers": (
-                    self.observation_embedding_layers
-                ),
-                "variant": self.variant,
-                "output_units": self.output_units,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-                "routing_output_initializer": keras.initializers.serialize(
-                    self.routing_output_initializer
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": keras.regularizers.serialize(
-                    self.bias_regularizer
-                ),
-            }
-        )
+        config.update({name: getattr(self, name) for name in _INT_ARGS})
+        config["variant"] = self.variant
+        for name in (
+            "kernel_initializer",
+            "bias_initializer",
+            "routing_output_initializer",
+        ):
+            config[name] = keras.initializers.serialize(getattr(self, name))
+        for name in ("kernel_regularizer", "bias_regularizer"):
+            config[name] = keras.regularizers.serialize(getattr(self, name))
         return config

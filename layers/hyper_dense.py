@@ -31,6 +31,13 @@ Three public layers:
   `HyperGenerator` (a container, so that the sharing survives `.keras`
   save/load).
 
+HyperDense and HyperMLP follow the project's calling convention,
+`layer(inputs, task)`: `task` holds integer task ids (batch,) of any integer
+dtype (rows of the layer's embedding table, `num_tasks`) or float task
+embeddings (batch, embedding_dim), one per example, validated by
+`layers.task_inputs.check_task_inputs`. `HyperDense(generator=None)` is
+called `layer(inputs, generated_kernel=kernels)` instead.
+
 NOTE 1 (paper text vs official code, embedding normalisation): the paper
   (D.3) says the embedding is normalised "to the unit norm"; the official
   code (`Embedding` in bank.py) rescales it to norm sqrt(d) ("elementwise
@@ -101,11 +108,37 @@ import math
 import keras
 from keras import ops
 
-from training.backend import check_index_range
+from layers.task_inputs import check_task_inputs, positive_int
 
 _GENERATORS = ("linear", "mlp")
 _NORMALIZATIONS = ("rms", "unit", None)
+_NORMALIZATION_ARGS = (
+    "embedding_normalization",
+    "normalization_epsilon",
+    "normalization_stop_gradient",
+)
 _SQRT3 = math.sqrt(3.0)
+
+# Constructor arguments that HyperDense and HyperMLP share, with their
+# defaults. `_TaskEmbedding.__init__` takes them from the keyword arguments
+# and validates them; `_TaskEmbedding.get_config` serialises them (with
+# embedding_dim, num_tasks, generator and activation), so that neither layer
+# repeats the list.
+_SHARED_DEFAULTS = {
+    "hidden_units": 32,
+    "depth": 4,
+    "ntk": True,
+    "use_bias": True,
+    "embedding_normalization": "rms",
+    "normalization_epsilon": 1e-6,
+    "normalization_stop_gradient": True,
+    "embedding_initializer": None,
+    "generator_initializer": None,
+    "bias_initializer": "zeros",
+    "bias_regularizer": None,
+    "embedding_regularizer": None,
+    "generator_regularizer": None,
+}
 
 
 def _unit_variance_uniform():
@@ -113,8 +146,59 @@ def _unit_variance_uniform():
     return keras.initializers.RandomUniform(-_SQRT3, _SQRT3)
 
 
-def _is_integer(tensor):
-    return "int" in keras.backend.standardize_dtype(tensor.dtype)
+def _describe(layer):
+    return f"{type(layer).__name__} '{layer.name}'"
+
+
+def _check_generator(layer, generator, choices):
+    if generator not in choices:
+        raise ValueError(
+            f"{_describe(layer)}: `generator` must be one of {choices}; got "
+            f"{generator!r}."
+        )
+
+
+def _set_normalization(layer, mode, epsilon, stop_gradient):
+    """Validates and sets the three normalisation arguments (NOTE 1-3)."""
+    if mode not in _NORMALIZATIONS:
+        raise ValueError(
+            f"{_describe(layer)}: `embedding_normalization` must be one of "
+            f"{_NORMALIZATIONS}; got {mode!r}."
+        )
+    layer.embedding_normalization = mode
+    layer.normalization_epsilon = float(epsilon)
+    layer.normalization_stop_gradient = bool(stop_gradient)
+
+
+def _normalization_config(layer):
+    return {name: getattr(layer, name) for name in _NORMALIZATION_ARGS}
+
+
+def _check_chunking(layer, chunk_size, chunk_embedding_dim, per_chunk=False):
+    """Validated `(chunk_size, chunk_embedding_dim)`."""
+    chunk_size = positive_int(chunk_size, "chunk_size", allow_none=True)
+    chunk_embedding_dim = positive_int(
+        chunk_embedding_dim, "chunk_embedding_dim", minimum=0
+    )
+    if chunk_size is None and chunk_embedding_dim:
+        raise ValueError(
+            f"{_describe(layer)}: `chunk_embedding_dim` needs `chunk_size` "
+            "(learned chunk embeddings exist only when the parameters are "
+            f"generated in chunks); got chunk_embedding_dim="
+            f"{chunk_embedding_dim} with chunk_size=None."
+        )
+    if chunk_size is None and per_chunk:
+        raise ValueError(
+            f"{_describe(layer)}: `embedding_per_chunk=True` needs "
+            "`chunk_size` (one task embedding per generated chunk)."
+        )
+    return chunk_size, chunk_embedding_dim
+
+
+def _serialize_or_none(initializer):
+    return None if initializer is None else keras.initializers.serialize(
+        initializer
+    )
 
 
 def _layer_norm(x, scale, offset, epsilon):
@@ -132,12 +216,15 @@ def _layer_norm(x, scale, offset, epsilon):
 class HyperGenerator(keras.layers.Layer):
     """Generates a flat parameter vector from a task embedding.
 
-    With `u = scale(e) * e` the normalised embedding (NOTE 1-3):
+    With `u` the normalised embedding (NOTE 1-3),
+    `u = sqrt(d) e / max(||e||, eps)` ("rms"), `e / max(||e||, eps)`
+    ("unit") or `e` (None):
 
         linear:  params = u Theta
-        mlp:     params = [ELU(LN(Dense(...LN(u)...)))] Theta_out
+        mlp:     params = ELU(LN(Dense(... ELU(LN(Dense(LN(u)))) ...))) Theta
 
-    Chunked (`chunk_size` set): the output is produced in
+    (NOTE 6-7 for the layout and initialisation). Chunked (`chunk_size`
+    set): the output is produced in
     `num_chunks = ceil(output_size / chunk_size)` chunks,
     `chunk_k = g([u_k, c_k])`, with `c_k` a learned chunk embedding of size
     `chunk_embedding_dim` (0: none) and `u_k` either the example's
@@ -146,34 +233,49 @@ class HyperGenerator(keras.layers.Layer):
     concatenated and truncated to `output_size`.
 
     Args:
-        output_size: number of generated parameters.
-        embedding_dim: size d of the task embedding.
-        generator: `"linear"` or `"mlp"`.
-        hidden_units: width of the mlp generator (default 32).
-        depth: number of [Dense, LayerNorm, ELU] blocks (default 4).
-        chunk_size: generate in chunks of this size (None: one chunk).
-        chunk_embedding_dim: size of the learned chunk embeddings.
-        embedding_normalization: `"rms"` (norm sqrt(d), official),
-            `"unit"` (norm 1, paper text) or None.
-        normalization_epsilon: lower bound on ||e|| (NOTE 3).
-        normalization_stop_gradient: stop the gradient through the
-            normalisation factor (official code, NOTE 2).
-        layer_norm_epsilon: LayerNorm epsilon (Haiku's 1e-5).
-        output_initializer: initialiser of the output kernel Theta; None:
+        output_size: Positive integer, number of generated parameters.
+        embedding_dim: Positive integer, size d of the task embedding.
+        generator: String, `"linear"` (default) or `"mlp"`.
+        hidden_units: Positive integer, width of the mlp generator
+            (default 32).
+        depth: Non-negative integer, number of [Dense, LayerNorm, ELU]
+            blocks of the mlp generator (default 4).
+        chunk_size: Positive integer or None, generate in chunks of this
+            size (None: one chunk).
+        chunk_embedding_dim: Non-negative integer, size of the learned chunk
+            embeddings (needs `chunk_size`; 0: none).
+        embedding_normalization: `"rms"` (norm sqrt(d), official code;
+            default), `"unit"` (norm 1, paper text) or None (NOTE 1).
+        normalization_epsilon: Float, lower bound on ||e|| (NOTE 3).
+        normalization_stop_gradient: Boolean, stop the gradient through
+            the normalisation factor (official code, NOTE 2).
+        layer_norm_epsilon: Float, LayerNorm epsilon (Haiku's 1e-5).
+        output_initializer: Initializer of the output kernel Theta; None:
             truncated normal with stddev `output_init_scale / sqrt(fan_in)`.
-        output_init_scale: multiplier of the default output stddev.
-        chunk_embedding_initializer: initialiser of the chunk embeddings.
-        kernel_regularizer: regulariser of every generator kernel.
+        output_init_scale: Float, multiplier of the default output stddev.
+        chunk_embedding_initializer: Initializer of the chunk embeddings
+            (default U(-sqrt 3, sqrt 3)).
+        kernel_regularizer: Regularizer of every generator kernel.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
-    Input shape: (batch, d), or (batch, num_chunks, d) when chunked.
-    Output shape: (batch, output_size).
+    Call arguments:
+        embedding: Float tensor, the task embeddings `e`.
+
+    Input shape:
+        `(batch, embedding_dim)`, or `(batch, num_chunks, embedding_dim)`
+        when chunked (one embedding per chunk).
+
+    Output shape:
+        `(batch, output_size)`.
 
     Example:
 
-    >>> import numpy as np
-    >>> generator = HyperGenerator(output_size=12, embedding_dim=4)
-    >>> tuple(generator(np.ones((2, 4), "float32")).shape)
-    (2, 12)
+    >>> generator = HyperGenerator(output_size=12, embedding_dim=2)
+    >>> tuple(generator(np.ones((3, 2), "float32")).shape)
+    (3, 12)
+    >>> u = generator.normalize(np.array([[3.0, 4.0]], "float32"))  # rms
+    >>> np.round(ops.convert_to_numpy(u), 4)  # sqrt(2) * (0.6, 0.8)
+    array([[0.8485, 1.1314]], dtype=float32)
     """
 
     def __init__(
@@ -196,27 +298,21 @@ class HyperGenerator(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if generator not in _GENERATORS:
-            raise ValueError(
-                f"generator must be one of {_GENERATORS}, got {generator!r}."
-            )
-        if embedding_normalization not in _NORMALIZATIONS:
-            raise ValueError(
-                "embedding_normalization must be one of "
-                f"{_NORMALIZATIONS}, got {embedding_normalization!r}."
-            )
-        if chunk_size is None and chunk_embedding_dim:
-            raise ValueError("chunk_embedding_dim needs chunk_size to be set.")
-        self.output_size = int(output_size)
-        self.embedding_dim = int(embedding_dim)
+        _check_generator(self, generator, _GENERATORS)
+        _set_normalization(
+            self,
+            embedding_normalization,
+            normalization_epsilon,
+            normalization_stop_gradient,
+        )
+        self.output_size = positive_int(output_size, "output_size")
+        self.embedding_dim = positive_int(embedding_dim, "embedding_dim")
         self.generator = generator
-        self.hidden_units = int(hidden_units)
-        self.depth = int(depth)
-        self.chunk_size = None if chunk_size is None else int(chunk_size)
-        self.chunk_embedding_dim = int(chunk_embedding_dim)
-        self.embedding_normalization = embedding_normalization
-        self.normalization_epsilon = float(normalization_epsilon)
-        self.normalization_stop_gradient = bool(normalization_stop_gradient)
+        self.hidden_units = positive_int(hidden_units, "hidden_units")
+        self.depth = positive_int(depth, "depth", minimum=0)
+        self.chunk_size, self.chunk_embedding_dim = _check_chunking(
+            self, chunk_size, chunk_embedding_dim
+        )
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.output_initializer = (
             None
@@ -248,7 +344,7 @@ class HyperGenerator(keras.layers.Layer):
             and embedding_shape[-1] != self.embedding_dim
         ):
             raise ValueError(
-                f"{self.name}: expected an embedding of shape (batch, "
+                f"{_describe(self)}: expected an embedding of shape (batch, "
                 f"{self.embedding_dim})"
                 + (
                     f" or (batch, {self.num_chunks}, {self.embedding_dim})"
@@ -262,8 +358,8 @@ class HyperGenerator(keras.layers.Layer):
             self.num_chunks,
         ):
             raise ValueError(
-                f"{self.name}: per-chunk embeddings must have shape (batch, "
-                f"{self.num_chunks}, {self.embedding_dim}), got "
+                f"{_describe(self)}: per-chunk embeddings must have shape "
+                f"(batch, {self.num_chunks}, {self.embedding_dim}), got "
                 f"{tuple(embedding_shape)}."
             )
         if self.chunk_embedding_dim:
@@ -313,6 +409,7 @@ class HyperGenerator(keras.layers.Layer):
     def normalize(self, embedding):
         """The normalised embedding u (NOTE 1-3); identity if disabled."""
         # NOTE 1: "rms" rescales to norm sqrt(d) (official), "unit" to 1.
+        embedding = ops.convert_to_tensor(embedding)
         if self.embedding_normalization is None:
             return embedding
         squared_norm = ops.sum(
@@ -371,6 +468,7 @@ class HyperGenerator(keras.layers.Layer):
         return params
 
     def compute_output_shape(self, embedding_shape):
+        # (batch, d) and per-chunk (batch, num_chunks, d) alike.
         return (embedding_shape[0], self.output_size)
 
     def get_config(self):
@@ -383,15 +481,8 @@ class HyperGenerator(keras.layers.Layer):
             depth=self.depth,
             chunk_size=self.chunk_size,
             chunk_embedding_dim=self.chunk_embedding_dim,
-            embedding_normalization=self.embedding_normalization,
-            normalization_epsilon=self.normalization_epsilon,
-            normalization_stop_gradient=self.normalization_stop_gradient,
             layer_norm_epsilon=self.layer_norm_epsilon,
-            output_initializer=(
-                None
-                if self.output_initializer is None
-                else keras.initializers.serialize(self.output_initializer)
-            ),
+            output_initializer=_serialize_or_none(self.output_initializer),
             output_init_scale=self.output_init_scale,
             chunk_embedding_initializer=keras.initializers.serialize(
                 self.chunk_embedding_initializer
@@ -399,12 +490,94 @@ class HyperGenerator(keras.layers.Layer):
             kernel_regularizer=keras.regularizers.serialize(
                 self.kernel_regularizer
             ),
+            **_normalization_config(self),
         )
         return config
 
 
 class _TaskEmbedding:
-    """Shared task-conditioning logic of HyperDense and HyperMLP."""
+    """What HyperDense and HyperMLP share: arguments, generator, task lookup.
+
+    `__init__` takes `embedding_dim`, `num_tasks`, `generator`, `activation`
+    and the arguments of `_SHARED_DEFAULTS` (from the keyword arguments),
+    validates and sets them, and passes the rest to `keras.layers.Layer`;
+    `get_config` serialises them all.
+    """
+
+    _generator_choices = _GENERATORS
+
+    def __init__(self, *, embedding_dim, num_tasks, generator, activation,
+                 **kwargs):
+        shared = {
+            name: kwargs.pop(name, default)
+            for name, default in _SHARED_DEFAULTS.items()
+        }
+        super().__init__(**kwargs)
+        _check_generator(self, generator, self._generator_choices)
+        self.generator = generator
+        self.embedding_dim = positive_int(
+            embedding_dim, "embedding_dim", allow_none=True
+        )
+        self.num_tasks = positive_int(num_tasks, "num_tasks", allow_none=True)
+        if generator is not None and self.embedding_dim is None:
+            raise ValueError(
+                f"{_describe(self)}: a generator needs `embedding_dim`, the "
+                "size of the task embedding."
+            )
+        if generator is None and self.num_tasks is not None:
+            raise ValueError(
+                f"{_describe(self)}: `num_tasks` (an embedding table) needs a "
+                "generator; with generator=None pass the kernel as "
+                "`generated_kernel` to call()."
+            )
+        self.activation = keras.activations.get(activation)
+        self.hidden_units = positive_int(shared["hidden_units"], "hidden_units")
+        self.depth = positive_int(shared["depth"], "depth", minimum=0)
+        self.ntk = bool(shared["ntk"])
+        self.use_bias = bool(shared["use_bias"])
+        _set_normalization(
+            self, *(shared[name] for name in _NORMALIZATION_ARGS)
+        )
+        self.embedding_initializer = keras.initializers.get(
+            shared["embedding_initializer"] or _unit_variance_uniform()
+        )
+        self.generator_initializer = (
+            None
+            if shared["generator_initializer"] is None
+            else keras.initializers.get(shared["generator_initializer"])
+        )
+        self.bias_initializer = keras.initializers.get(
+            shared["bias_initializer"]
+        )
+        self.bias_regularizer = keras.regularizers.get(
+            shared["bias_regularizer"]
+        )
+        self.embedding_regularizer = keras.regularizers.get(
+            shared["embedding_regularizer"]
+        )
+        self.generator_regularizer = keras.regularizers.get(
+            shared["generator_regularizer"]
+        )
+
+    def _make_generator(self, output_size, fan_in, name, chunk_size=None,
+                        chunk_embedding_dim=0):
+        return HyperGenerator(
+            output_size=output_size,
+            embedding_dim=self.embedding_dim,
+            generator=self.generator,
+            hidden_units=self.hidden_units,
+            depth=self.depth,
+            chunk_size=chunk_size,
+            chunk_embedding_dim=chunk_embedding_dim,
+            output_initializer=self.generator_initializer,
+            # NOTE 5 (and NOTE 10): without NTK scaling, shrink the default
+            # generated kernel by 1/sqrt(fan_in) instead.
+            output_init_scale=1.0 if self.ntk else 1.0 / math.sqrt(fan_in),
+            kernel_regularizer=self.generator_regularizer,
+            dtype=self.dtype_policy,
+            name=name,
+            **_normalization_config(self),
+        )
 
     def _add_embedding_table(self, shape):
         if self.num_tasks is None:
@@ -417,28 +590,72 @@ class _TaskEmbedding:
             regularizer=self.embedding_regularizer,
         )
 
-    def _task_embedding(self, task, shape):
-        """Task ids (batch,) -> table rows; float (batch,)+shape -> as is."""
-        if _is_integer(task):
-            if self.task_embeddings is None:
-                raise ValueError(
-                    f"{self.name}: integer task ids need an embedding table "
-                    "(set num_tasks); otherwise pass float embeddings of "
-                    f"shape (batch,) + {shape}."
-                )
-            if len(task.shape) != 1:
-                raise ValueError(
-                    f"{self.name}: task ids must have shape (batch,), got "
-                    f"{tuple(task.shape)}."
-                )
-            check_index_range(task, self.num_tasks)
-            return ops.take(self.task_embeddings, task, axis=0)
-        if tuple(task.shape[1:]) != shape or len(task.shape) != 1 + len(shape):
+    def _check_input_shape(self, input_shape):
+        """`in` of inputs (batch, in), checked at build."""
+        if len(input_shape) != 2 or input_shape[-1] is None:
             raise ValueError(
-                f"{self.name}: a float task embedding must have shape "
-                f"(batch,) + {shape}, got {tuple(task.shape)}."
+                f"{_describe(self)}: expected inputs of shape (batch, in) "
+                f"with a known `in`, got {tuple(input_shape)}."
             )
+        return int(input_shape[-1])
+
+    def _check_inputs(self, inputs, input_dim):
+        if len(inputs.shape) != 2 or inputs.shape[-1] != input_dim:
+            raise ValueError(
+                f"{_describe(self)}: expected inputs of shape (batch, "
+                f"{input_dim}), got {tuple(inputs.shape)}."
+            )
+
+    def _task_embedding(self, inputs, task, embedding_shape,
+                        descriptor_shape=None, descriptor_name=None):
+        """Table rows for task ids, or the float embeddings (reshaped)."""
+        descriptor_shape = descriptor_shape or embedding_shape
+        task, is_ids = check_task_inputs(
+            self,
+            inputs,
+            task,
+            num_tasks=self.num_tasks,
+            descriptor_shape=descriptor_shape,
+            descriptor_name=descriptor_name or "task embedding",
+        )
+        if is_ids:  # any integer dtype, now int32
+            return ops.take(self.task_embeddings, task, axis=0)
+        if descriptor_shape != embedding_shape:
+            task = ops.reshape(task, (-1,) + embedding_shape)
         return task
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            embedding_dim=self.embedding_dim,
+            num_tasks=self.num_tasks,
+            generator=self.generator,
+            activation=keras.activations.serialize(self.activation),
+            hidden_units=self.hidden_units,
+            depth=self.depth,
+            ntk=self.ntk,
+            use_bias=self.use_bias,
+            embedding_initializer=keras.initializers.serialize(
+                self.embedding_initializer
+            ),
+            generator_initializer=_serialize_or_none(
+                self.generator_initializer
+            ),
+            bias_initializer=keras.initializers.serialize(
+                self.bias_initializer
+            ),
+            bias_regularizer=keras.regularizers.serialize(
+                self.bias_regularizer
+            ),
+            embedding_regularizer=keras.regularizers.serialize(
+                self.embedding_regularizer
+            ),
+            generator_regularizer=keras.regularizers.serialize(
+                self.generator_regularizer
+            ),
+            **_normalization_config(self),
+        )
+        return config
 
 
 @keras.saving.register_keras_serializable(package="modular_zoo")
@@ -454,54 +671,77 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
 
     then `activation`. The bias is a plain per-layer weight, not generated
     (paper D.3; NOTE 4 for the official variant `generate_bias=True`).
+    Examples of different tasks may be mixed in a batch (NOTE 9).
 
     Args:
-        units: output size.
-        embedding_dim: size d of the task embedding (not needed when
-            `generator=None`).
-        num_tasks: rows of the task embedding table (None: no table, the
-            task must be given as float embeddings).
-        generator: `"linear"`, `"mlp"`, or None: no generator, the kernel
-            is passed to `call` as `generated_kernel` (used by `HyperMLP`
-            and for sharing one generator between layers).
-        hidden_units, depth: size of the mlp generator (32, 4).
-        ntk: NTK parameterisation (default True, as in the paper).
-        use_bias: add a plain (fast) bias.
-        generate_bias: also generate a bias (official-code variant).
-        activation: activation applied to the output.
-        embedding_normalization, normalization_epsilon,
-        normalization_stop_gradient: see `HyperGenerator`.
-        embedding_initializer: initialiser of the task embedding table
-            (default U(-sqrt 3, sqrt 3), unit variance).
-        generator_initializer: initialiser of the generator's output kernel
+        units: Positive integer, dimensionality of the output space.
+        embedding_dim: Positive integer, size d of the task embedding
+            (required with a generator, unused with `generator=None`).
+        num_tasks: Positive integer or None, rows of the task embedding
+            table; None: no table, the task is given as float embeddings.
+        generator: `"linear"` (default), `"mlp"`, or None: no generator,
+            the kernel is passed to `call` as `generated_kernel` (used by
+            `HyperMLP` and for sharing one generator between layers).
+        generate_bias: Boolean, also generate a bias (official-code
+            variant, NOTE 4).
+        activation: Activation function applied to the output (default
+            None).
+        hidden_units: Positive integer, width of the mlp generator (32).
+        depth: Non-negative integer, number of [Dense, LayerNorm, ELU]
+            blocks of the mlp generator (4).
+        ntk: Boolean, NTK parameterisation (default True, as in the paper;
+            NOTE 5).
+        use_bias: Boolean, add a plain (fast) bias (default True).
+        embedding_normalization: `"rms"` (default), `"unit"` or None; see
+            `HyperGenerator` (NOTE 1).
+        normalization_epsilon: Float, lower bound on ||e|| (1e-6, NOTE 3).
+        normalization_stop_gradient: Boolean, stop the gradient through
+            the normalisation factor (default True, NOTE 2).
+        embedding_initializer: Initializer of the task embedding table
+            (default U(-sqrt 3, sqrt 3), unit variance; NOTE 6).
+        generator_initializer: Initializer of the generator's output kernel
             (default truncated normal, stddev 1/sqrt(fan_in), further
             divided by sqrt(in) when `ntk=False`).
-        bias_initializer, bias_regularizer, embedding_regularizer,
-        generator_regularizer: as named.
+        bias_initializer: Initializer of the plain bias (default "zeros").
+        bias_regularizer: Regularizer of the plain bias.
+        embedding_regularizer: Regularizer of the task embedding table.
+        generator_regularizer: Regularizer of the generator's kernels.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        inputs: (batch, in).
-        task: int32 task ids (batch,) (needs `num_tasks`) or float
-            embeddings (batch, embedding_dim). Ids outside [0, num_tasks)
-            raise ValueError eagerly; under jit they are not checked and
-            follow the backend's gather semantics (clamped or filled: wrong
-            outputs, no error).
-        generated_kernel: only with `generator=None`: (batch, in * units)
-            (plus `units` generated bias values last if `generate_bias`),
-            or (batch, in, units).
+        inputs: Float tensor of shape `(batch, in)`.
+        task: Integer task ids of shape `(batch,)` (any integer dtype;
+            needs `num_tasks`) or float task embeddings of shape
+            `(batch, embedding_dim)`: one per example (a task batch of 1
+            is not broadcast). None with `generator=None`. Ids outside
+            `[0, num_tasks)` raise ValueError where they are concrete;
+            under jit they are not checked and follow the backend's gather
+            semantics (clamped or filled: wrong outputs, no error).
+        generated_kernel: Only with `generator=None`: a float tensor of
+            shape `(batch, in * units)` (plus `units` generated bias values
+            last if `generate_bias`), or `(batch, in, units)`.
 
-    Output shape: (batch, units).
+    Input shape:
+        `(batch, in)`.
+
+    Output shape:
+        `(batch, units)`.
 
     Example:
 
-    >>> import numpy as np
     >>> layer = HyperDense(8, embedding_dim=4, num_tasks=3)
-    >>> x = np.random.rand(5, 16).astype("float32")
-    >>> tuple(layer(x, np.array([0, 1, 2, 0, 1])).shape)
-    (5, 8)
-    >>> tuple(layer(x, np.random.rand(5, 4).astype("float32")).shape)  # explicit e
-    (5, 8)
+    >>> x = np.ones((4, 16), "float32")
+    >>> tuple(layer(x, np.array([0, 1, 2, 0], "uint8")).shape)
+    (4, 8)
+    >>> tuple(layer(x, np.ones((4, 4), "float32")).shape)  # explicit e
+    (4, 8)
+    >>> shared = HyperDense(8, generator=None)  # kernels generated elsewhere
+    >>> kernels = np.ones((4, 16, 8), "float32")
+    >>> ops.convert_to_numpy(shared(x, generated_kernel=kernels))[0, :3]
+    array([4., 4., 4.], dtype=float32)
     """
+
+    _generator_choices = _GENERATORS + (None,)
 
     def __init__(
         self,
@@ -509,65 +749,19 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
         embedding_dim=None,
         num_tasks=None,
         generator="linear",
-        hidden_units=32,
-        depth=4,
-        ntk=True,
-        use_bias=True,
         generate_bias=False,
         activation=None,
-        embedding_normalization="rms",
-        normalization_epsilon=1e-6,
-        normalization_stop_gradient=True,
-        embedding_initializer=None,
-        generator_initializer=None,
-        bias_initializer="zeros",
-        bias_regularizer=None,
-        embedding_regularizer=None,
-        generator_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if generator is not None and generator not in _GENERATORS:
-            raise ValueError(
-                f"generator must be one of {_GENERATORS} or None, got "
-                f"{generator!r}."
-            )
-        if generator is not None and embedding_dim is None:
-            raise ValueError("HyperDense needs embedding_dim with a generator.")
-        if generator is None and num_tasks is not None:
-            raise ValueError(
-                "num_tasks (an embedding table) needs a generator; with "
-                "generator=None pass generated_kernel to call()."
-            )
-        self.units = int(units)
-        self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
-        self.num_tasks = None if num_tasks is None else int(num_tasks)
-        self.generator = generator
-        self.hidden_units = int(hidden_units)
-        self.depth = int(depth)
-        self.ntk = bool(ntk)
-        self.use_bias = bool(use_bias)
+        super().__init__(
+            embedding_dim=embedding_dim,
+            num_tasks=num_tasks,
+            generator=generator,
+            activation=activation,
+            **kwargs,
+        )
+        self.units = positive_int(units, "units")
         self.generate_bias = bool(generate_bias)
-        self.activation = keras.activations.get(activation)
-        self.embedding_normalization = embedding_normalization
-        self.normalization_epsilon = float(normalization_epsilon)
-        self.normalization_stop_gradient = bool(normalization_stop_gradient)
-        self.embedding_initializer = keras.initializers.get(
-            embedding_initializer or _unit_variance_uniform()
-        )
-        self.generator_initializer = (
-            None
-            if generator_initializer is None
-            else keras.initializers.get(generator_initializer)
-        )
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.embedding_regularizer = keras.regularizers.get(
-            embedding_regularizer
-        )
-        self.generator_regularizer = keras.regularizers.get(
-            generator_regularizer
-        )
         self.input_dim = None
         self.kernel_generator = None
 
@@ -575,36 +769,16 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
     def generated_size(self):
         """Number of generated parameters (kernel, then bias if generated)."""
         if self.input_dim is None:
-            raise ValueError(f"{self.name} is not built yet.")
+            raise ValueError(f"{_describe(self)} is not built yet.")
         return self.input_dim * self.units + (
             self.units if self.generate_bias else 0
         )
 
     def build(self, input_shape):
-        if len(input_shape) != 2 or input_shape[-1] is None:
-            raise ValueError(
-                f"{self.name}: expected inputs of shape (batch, in) with a "
-                f"known `in`, got {tuple(input_shape)}."
-            )
-        self.input_dim = int(input_shape[-1])
+        self.input_dim = self._check_input_shape(input_shape)
         if self.generator is not None:
-            self.kernel_generator = HyperGenerator(
-                output_size=self.generated_size,
-                embedding_dim=self.embedding_dim,
-                generator=self.generator,
-                hidden_units=self.hidden_units,
-                depth=self.depth,
-                embedding_normalization=self.embedding_normalization,
-                normalization_epsilon=self.normalization_epsilon,
-                normalization_stop_gradient=self.normalization_stop_gradient,
-                output_initializer=self.generator_initializer,
-                # NOTE 5: without NTK scaling, shrink the generated kernel.
-                output_init_scale=(
-                    1.0 if self.ntk else 1.0 / math.sqrt(self.input_dim)
-                ),
-                kernel_regularizer=self.generator_regularizer,
-                dtype=self.dtype_policy,
-                name="kernel_generator",
+            self.kernel_generator = self._make_generator(
+                self.generated_size, self.input_dim, name="kernel_generator"
             )
             self.kernel_generator.build((None, self.embedding_dim))
             self._add_embedding_table((self.embedding_dim,))
@@ -627,64 +801,77 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
         )
         return kernel, generated_bias
 
-    def call(self, inputs, task=None, generated_kernel=None):
-        if len(inputs.shape) != 2 or inputs.shape[-1] != self.input_dim:
+    def _given_kernel(self, inputs, task, generated_kernel):
+        """generator=None: the checked kernel (batch, in, units) and bias."""
+        if task is not None:
             raise ValueError(
-                f"{self.name}: expected inputs of shape (batch, "
-                f"{self.input_dim}), got {tuple(inputs.shape)}."
+                f"{_describe(self)} has generator=None and takes no task: "
+                "pass the kernel as `generated_kernel`."
             )
+        if generated_kernel is None:
+            raise ValueError(
+                f"{_describe(self)} has generator=None: pass the kernel as "
+                f"`generated_kernel` (batch, {self.generated_size})."
+            )
+        shape = tuple(generated_kernel.shape)
+        if shape[1:] == (self.input_dim, self.units) and not (
+            self.generate_bias
+        ):
+            kernel, generated_bias = generated_kernel, None
+        elif shape[1:] == (self.generated_size,):
+            kernel, generated_bias = self._split_generated(generated_kernel)
+        else:
+            raise ValueError(
+                f"{_describe(self)}: `generated_kernel` must have shape "
+                f"(batch, {self.generated_size})"
+                + (
+                    ""
+                    if self.generate_bias
+                    else f" or (batch, {self.input_dim}, {self.units})"
+                )
+                + f", got {shape}."
+            )
+        batch = inputs.shape[0]
+        if None not in (batch, shape[0]) and batch != shape[0]:
+            raise ValueError(
+                f"{_describe(self)}: got {shape[0]} generated kernels for a "
+                f"batch of {batch} inputs; give one per example."
+            )
+        return kernel, generated_bias
+
+    def call(self, inputs, task=None, generated_kernel=None):
+        self._check_inputs(inputs, self.input_dim)
         if self.generator is None:
-            if generated_kernel is None or task is not None:
-                raise ValueError(
-                    f"{self.name} has generator=None: pass generated_kernel "
-                    "(and no task)."
-                )
-            if len(generated_kernel.shape) == 3:
-                if tuple(generated_kernel.shape[1:]) != (
-                    self.input_dim, self.units
-                ) or self.generate_bias:
-                    raise ValueError(
-                        f"{self.name}: generated_kernel must have shape "
-                        f"(batch, {self.input_dim}, {self.units}) or (batch, "
-                        f"{self.generated_size}), got "
-                        f"{tuple(generated_kernel.shape)}."
-                    )
-                kernel, generated_bias = generated_kernel, None
-            else:
-                if len(generated_kernel.shape) != 2 or (
-                    generated_kernel.shape[-1] != self.generated_size
-                ):
-                    raise ValueError(
-                        f"{self.name}: generated_kernel must have shape "
-                        f"(batch, {self.generated_size}), got "
-                        f"{tuple(generated_kernel.shape)}."
-                    )
-                kernel, generated_bias = self._split_generated(
-                    generated_kernel
-                )
+            kernel, generated_bias = self._given_kernel(
+                inputs, task, generated_kernel
+            )
             outputs = ops.einsum("bi,bio->bo", inputs, kernel)
         else:
-            if task is None or generated_kernel is not None:
+            if generated_kernel is not None:
                 raise ValueError(
-                    f"{self.name}: call as layer(inputs, task); "
-                    "generated_kernel is only for generator=None."
+                    f"{_describe(self)} generates its kernel (generator="
+                    f"{self.generator!r}): call it as layer(inputs, task), "
+                    "without `generated_kernel`."
                 )
-            embedding = self._task_embedding(task, (self.embedding_dim,))
+            embedding = self._task_embedding(
+                inputs, task, (self.embedding_dim,)
+            )
+            embedding = ops.cast(embedding, inputs.dtype)
             generator = self.kernel_generator
             if self.generator == "linear" and not self.generate_bias:
                 # NOTE 9: y = (x outer u) Theta, no per-example kernel.
-                normalized = generator.normalize(
-                    ops.cast(embedding, inputs.dtype)
-                )
                 theta = ops.reshape(
                     generator.output_kernel,
                     (self.embedding_dim, self.input_dim, self.units),
                 )
-                outputs = ops.einsum("bi,bd,dio->bo", inputs, normalized, theta)
+                outputs = ops.einsum(
+                    "bi,bd,dio->bo", inputs, generator.normalize(embedding),
+                    theta,
+                )
                 generated_bias = None
             else:
                 kernel, generated_bias = self._split_generated(
-                    generator(ops.cast(embedding, inputs.dtype))
+                    generator(embedding)
                 )
                 outputs = ops.einsum("bi,bio->bo", inputs, kernel)
         if self.ntk:
@@ -697,42 +884,14 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
             outputs = self.activation(outputs)
         return outputs
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.units)
+    def compute_output_shape(
+        self, inputs_shape, task_shape=None, generated_kernel_shape=None
+    ):
+        return (inputs_shape[0], self.units)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            units=self.units,
-            embedding_dim=self.embedding_dim,
-            num_tasks=self.num_tasks,
-            generator=self.generator,
-            hidden_units=self.hidden_units,
-            depth=self.depth,
-            ntk=self.ntk,
-            use_bias=self.use_bias,
-            generate_bias=self.generate_bias,
-            activation=keras.activations.serialize(self.activation),
-            embedding_normalization=self.embedding_normalization,
-            normalization_epsilon=self.normalization_epsilon,
-            normalization_stop_gradient=self.normalization_stop_gradient,
-            embedding_initializer=keras.initializers.serialize(
-                self.embedding_initializer
-            ),
-            generator_initializer=(
-                None
-                if self.generator_initializer is None
-                else keras.initializers.serialize(self.generator_initializer)
-            ),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
-            embedding_regularizer=keras.regularizers.serialize(
-                self.embedding_regularizer
-            ),
-            generator_regularizer=keras.regularizers.serialize(
-                self.generator_regularizer
-            ),
-        )
+        config.update(units=self.units, generate_bias=self.generate_bias)
         return config
 
 
@@ -740,10 +899,11 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
 class HyperMLP(_TaskEmbedding, keras.layers.Layer):
     """An MLP whose kernels all come from one shared `HyperGenerator`.
 
-    The kernels of all layers, flattened and concatenated in order,
-    are generated by ONE generator (chunked when `chunk_size` is set):
+    The kernels of all layers, flattened and concatenated in order, are
+    generated by ONE generator (chunked when `chunk_size` is set) from the
+    normalised task embedding u (NOTE 1-3):
 
-        theta = g(e)  (flat, sum_l in_l * out_l)
+        theta = g(u)  (flat, sum_l in_l * out_l)
         h_0 = x;  h_l = act(h_{l-1} W_l / sqrt(in_l) + b_l);  no act last
 
     Each layer is a `HyperDense(generator=None)` with its own plain (fast)
@@ -753,34 +913,50 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
     (batch, num_chunks * d) (flattened, chunk-major).
 
     Args:
-        layer_sizes: output sizes of the layers.
-        embedding_dim: size d of the task embedding.
-        num_tasks: rows of the task embedding table (None: float input).
-        generator, hidden_units, depth: the generator (see HyperGenerator).
-        chunk_size, chunk_embedding_dim: chunking of the shared generator.
-        embedding_per_chunk: one task embedding per chunk (official code).
-        activation: hidden activation (default relu, as the base MLP of
-            the official code).
-        ntk, use_bias: as in HyperDense.
-        embedding_normalization, normalization_epsilon,
-        normalization_stop_gradient, embedding_initializer,
-        generator_initializer, bias_initializer, embedding_regularizer,
-        generator_regularizer, bias_regularizer: as in HyperDense.
+        layer_sizes: List of positive integers, output sizes of the layers.
+        embedding_dim: Positive integer, size d of the task embedding.
+        num_tasks: Positive integer or None, rows of the task embedding
+            table (None: the task is given as float embeddings).
+        generator: `"mlp"` (default) or `"linear"`, the shared generator
+            (see `HyperGenerator`).
+        chunk_size: Positive integer or None, generate the kernels in
+            chunks of this size (None: one chunk).
+        chunk_embedding_dim: Non-negative integer, size of the learned
+            chunk embeddings (needs `chunk_size`).
+        embedding_per_chunk: Boolean, one task embedding per chunk
+            (official code; needs `chunk_size`).
+        activation: Hidden activation (default "relu", as the base MLP of
+            the official code); none after the last layer.
+        hidden_units, depth, ntk, use_bias, embedding_normalization,
+            normalization_epsilon, normalization_stop_gradient,
+            embedding_initializer, generator_initializer, bias_initializer,
+            bias_regularizer, embedding_regularizer, generator_regularizer:
+            As in `HyperDense` (NOTE 10 for `ntk=False`).
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
-    Call arguments: `inputs` (batch, in); `task` int ids (batch,) or
-    float embeddings (batch, d) ((batch, num_chunks * d) with
-    `embedding_per_chunk`). Out-of-range ids: as in HyperDense.
+    Call arguments:
+        inputs: Float tensor of shape `(batch, in)`.
+        task: Integer task ids of shape `(batch,)` (any integer dtype;
+            needs `num_tasks`) or float task embeddings of shape
+            `(batch, embedding_dim)` (`(batch, num_chunks * embedding_dim)`
+            with `embedding_per_chunk`): one per example. Out-of-range ids:
+            as in `HyperDense`.
 
-    Output shape: (batch, layer_sizes[-1]).
+    Input shape:
+        `(batch, in)`.
+
+    Output shape:
+        `(batch, layer_sizes[-1])`.
 
     Example:
 
-    >>> import numpy as np
-    >>> mlp = HyperMLP([32, 32, 8], embedding_dim=4, num_tasks=3,
-    ...                generator="mlp", chunk_size=256, chunk_embedding_dim=4)
-    >>> x = np.random.rand(5, 16).astype("float32")
+    >>> mlp = HyperMLP([8, 8, 2], embedding_dim=4, num_tasks=3,
+    ...                chunk_size=32, chunk_embedding_dim=4)
+    >>> x = np.ones((5, 4), "float32")
     >>> tuple(mlp(x, np.array([0, 1, 2, 0, 1])).shape)
-    (5, 8)
+    (5, 2)
+    >>> mlp.shared_generator.num_chunks  # (4*8 + 8*8 + 8*2) / 32 chunks
+    4
     """
 
     def __init__(
@@ -789,59 +965,36 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
         embedding_dim,
         num_tasks=None,
         generator="mlp",
-        hidden_units=32,
-        depth=4,
         chunk_size=None,
         chunk_embedding_dim=0,
         embedding_per_chunk=False,
         activation="relu",
-        ntk=True,
-        use_bias=True,
-        embedding_normalization="rms",
-        normalization_epsilon=1e-6,
-        normalization_stop_gradient=True,
-        embedding_initializer=None,
-        generator_initializer=None,
-        bias_initializer="zeros",
-        bias_regularizer=None,
-        embedding_regularizer=None,
-        generator_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if embedding_per_chunk and chunk_size is None:
-            raise ValueError("embedding_per_chunk needs chunk_size.")
-        self.layer_sizes = [int(size) for size in layer_sizes]
-        self.embedding_dim = int(embedding_dim)
-        self.num_tasks = None if num_tasks is None else int(num_tasks)
-        self.generator = generator
-        self.hidden_units = int(hidden_units)
-        self.depth = int(depth)
-        self.chunk_size = None if chunk_size is None else int(chunk_size)
-        self.chunk_embedding_dim = int(chunk_embedding_dim)
+        super().__init__(
+            embedding_dim=embedding_dim,
+            num_tasks=num_tasks,
+            generator=generator,
+            activation=activation,
+            **kwargs,
+        )
+        try:
+            sizes = list(layer_sizes)
+        except TypeError:
+            sizes = []
+        if not sizes:
+            raise ValueError(
+                f"{_describe(self)}: `layer_sizes` must be a non-empty list "
+                f"of positive integers; got {layer_sizes!r}."
+            )
+        self.layer_sizes = [
+            positive_int(size, f"layer_sizes[{index}]")
+            for index, size in enumerate(sizes)
+        ]
+        self.chunk_size, self.chunk_embedding_dim = _check_chunking(
+            self, chunk_size, chunk_embedding_dim, embedding_per_chunk
+        )
         self.embedding_per_chunk = bool(embedding_per_chunk)
-        self.activation = keras.activations.get(activation)
-        self.ntk = bool(ntk)
-        self.use_bias = bool(use_bias)
-        self.embedding_normalization = embedding_normalization
-        self.normalization_epsilon = float(normalization_epsilon)
-        self.normalization_stop_gradient = bool(normalization_stop_gradient)
-        self.embedding_initializer = keras.initializers.get(
-            embedding_initializer or _unit_variance_uniform()
-        )
-        self.generator_initializer = (
-            None
-            if generator_initializer is None
-            else keras.initializers.get(generator_initializer)
-        )
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.embedding_regularizer = keras.regularizers.get(
-            embedding_regularizer
-        )
-        self.generator_regularizer = keras.regularizers.get(
-            generator_regularizer
-        )
         self.dense_layers = [
             HyperDense(
                 size,
@@ -858,37 +1011,18 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
         self.shared_generator = None
 
     def build(self, input_shape):
-        if len(input_shape) != 2 or input_shape[-1] is None:
-            raise ValueError(
-                f"{self.name}: expected inputs of shape (batch, in) with a "
-                f"known `in`, got {tuple(input_shape)}."
-            )
+        size_in = self._check_input_shape(input_shape)
         self.kernel_sizes = []
-        size_in = int(input_shape[-1])
         for layer in self.dense_layers:
             layer.build((None, size_in))
             self.kernel_sizes.append(layer.generated_size)
             size_in = layer.units
-        self.shared_generator = HyperGenerator(
-            output_size=sum(self.kernel_sizes),
-            embedding_dim=self.embedding_dim,
-            generator=self.generator,
-            hidden_units=self.hidden_units,
-            depth=self.depth,
+        self.shared_generator = self._make_generator(
+            sum(self.kernel_sizes),
+            max(layer.input_dim for layer in self.dense_layers),  # NOTE 10
+            name="shared_generator",
             chunk_size=self.chunk_size,
             chunk_embedding_dim=self.chunk_embedding_dim,
-            embedding_normalization=self.embedding_normalization,
-            normalization_epsilon=self.normalization_epsilon,
-            normalization_stop_gradient=self.normalization_stop_gradient,
-            output_initializer=self.generator_initializer,
-            output_init_scale=(  # NOTE 10
-                1.0 if self.ntk else 1.0 / math.sqrt(max(
-                    layer.input_dim for layer in self.dense_layers
-                ))
-            ),
-            kernel_regularizer=self.generator_regularizer,
-            dtype=self.dtype_policy,
-            name="shared_generator",
         )
         self._embedding_shape = (
             (self.shared_generator.num_chunks, self.embedding_dim)
@@ -899,24 +1033,23 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
         self._add_embedding_table(self._embedding_shape)
 
     def call(self, inputs, task):
-        if len(inputs.shape) != 2 or (
-            inputs.shape[-1] != self.dense_layers[0].input_dim
-        ):
-            raise ValueError(
-                f"{self.name}: expected inputs of shape (batch, "
-                f"{self.dense_layers[0].input_dim}), got "
-                f"{tuple(inputs.shape)}."
+        self._check_inputs(inputs, self.dense_layers[0].input_dim)
+        if self.embedding_per_chunk:  # NOTE 8: flat per-chunk embeddings
+            num_chunks = self.shared_generator.num_chunks
+            embedding = self._task_embedding(
+                inputs,
+                task,
+                self._embedding_shape,
+                descriptor_shape=(num_chunks * self.embedding_dim,),
+                descriptor_name=(
+                    f"task embedding ({num_chunks} chunks x "
+                    f"{self.embedding_dim}, chunk-major)"
+                ),
             )
-        if self.embedding_per_chunk and not _is_integer(task):
-            flat_size = self.shared_generator.num_chunks * self.embedding_dim
-            if len(task.shape) != 2 or task.shape[-1] != flat_size:
-                raise ValueError(
-                    f"{self.name}: a float task embedding must have shape "
-                    f"(batch, {flat_size}) (num_chunks * embedding_dim), got "
-                    f"{tuple(task.shape)}."
-                )
-            task = ops.reshape(task, (-1,) + self._embedding_shape)
-        embedding = self._task_embedding(task, self._embedding_shape)
+        else:
+            embedding = self._task_embedding(
+                inputs, task, self._embedding_shape
+            )
         generated = self.shared_generator(ops.cast(embedding, inputs.dtype))
         hidden = inputs
         offset = 0
@@ -930,42 +1063,15 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
                 hidden = self.activation(hidden)
         return hidden
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.layer_sizes[-1])
+    def compute_output_shape(self, inputs_shape, task_shape=None):
+        return (inputs_shape[0], self.layer_sizes[-1])
 
     def get_config(self):
         config = super().get_config()
         config.update(
             layer_sizes=list(self.layer_sizes),
-            embedding_dim=self.embedding_dim,
-            num_tasks=self.num_tasks,
-            generator=self.generator,
-            hidden_units=self.hidden_units,
-            depth=self.depth,
             chunk_size=self.chunk_size,
             chunk_embedding_dim=self.chunk_embedding_dim,
             embedding_per_chunk=self.embedding_per_chunk,
-            activation=keras.activations.serialize(self.activation),
-            ntk=self.ntk,
-            use_bias=self.use_bias,
-            embedding_normalization=self.embedding_normalization,
-            normalization_epsilon=self.normalization_epsilon,
-            normalization_stop_gradient=self.normalization_stop_gradient,
-            embedding_initializer=keras.initializers.serialize(
-                self.embedding_initializer
-            ),
-            generator_initializer=(
-                None
-                if self.generator_initializer is None
-                else keras.initializers.serialize(self.generator_initializer)
-            ),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
-            embedding_regularizer=keras.regularizers.serialize(
-                self.embedding_regularizer
-            ),
-            generator_regularizer=keras.regularizers.serialize(
-                self.generator_regularizer
-            ),
         )
         return config

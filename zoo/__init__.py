@@ -11,8 +11,6 @@ import importlib
 
 _LAZY = {
     "EXPERIMENTS": "zoo.experiments",
-    "register_experiment": "zoo.experiments",
-    "run_experiment": "zoo.experiments",
     "make_synthetic_tasks": "zoo.tasks.synthetic",
     "TaskConditionedMLP": "zoo.models.task_mlp",
 }

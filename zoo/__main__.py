@@ -1,7 +1,9 @@
 """Command line: `python -m zoo list` and `python -m zoo run <experiment>`.
 
 The backend is chosen with `--backend` (or KERAS_BACKEND) before keras is
-imported, so this module imports nothing from keras at the top level.
+imported, so this module imports nothing from keras at the top level. Bad
+values (an unknown experiment, `--epochs -1`, a backend or extra that is not
+installed) end with one line on stderr and exit status 2, never a traceback.
 """
 
 import argparse
@@ -10,7 +12,29 @@ import os
 import sys
 import time
 
+from zoo.extras import MissingExtraError, require, require_backend
+
 BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def _number_type(convert, minimum, inclusive, what):
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+# Argument types for experiments' options: `--epochs -1` is a usage error.
+positive_int = _number_type(int, 1, True, "a positive integer")
+non_negative_int = _number_type(int, 0, True, "an integer >= 0")
+positive_float = _number_type(float, 0.0, False, "a positive number")
 
 
 def _parser():
@@ -29,11 +53,11 @@ def _parser():
         sub = experiments.add_parser(name, help=module.DESCRIPTION)
         sub.add_argument("--backend", choices=BACKENDS, default=None,
                          help="Keras backend (default: $KERAS_BACKEND or jax)")
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--seed", type=non_negative_int, default=0)
         sub.add_argument("--output-dir", default=os.path.join("runs", name),
                          help="checkpoints, history and the final model; an "
                               "interrupted run resumes from here ('' to disable)")
-        sub.add_argument("--verbose", type=int, default=2,
+        sub.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
                          help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
         module.add_arguments(sub)
     run.set_defaults(experiment=DEFAULT_EXPERIMENT)
@@ -47,7 +71,8 @@ def main(argv=None):
     # `run` with no experiment (or only options) runs the default one.
     if argv[:1] == ["run"] and (len(argv) == 1 or argv[1].startswith("-")):
         argv.insert(1, DEFAULT_EXPERIMENT)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "list":
         for name in sorted(EXPERIMENTS):
             marker = " (default)" if name == DEFAULT_EXPERIMENT else ""
@@ -55,12 +80,23 @@ def main(argv=None):
         return 0
 
     backend = args.backend or os.environ.get("KERAS_BACKEND") or "jax"
+    if backend not in BACKENDS:
+        parser.exit(2, f"error: KERAS_BACKEND={backend!r}; expected one of "
+                       f"{', '.join(BACKENDS)}\n")
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
-        raise SystemExit("keras was imported before the backend could be chosen.")
+        parser.exit(2, "error: keras was imported before the backend could be "
+                       "chosen\n")
+    experiment = load_experiment(args.experiment)
+    try:
+        require_backend(backend)
+        for module, extra in getattr(experiment, "REQUIRES", ()):
+            require(module, extra, f"The experiment {args.experiment!r}")
+    except MissingExtraError as error:
+        parser.exit(2, f"error: {error}\n")
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     start = time.time()
-    results = load_experiment(args.experiment).run(args)
+    results = experiment.run(args)
     print(json.dumps({
         "experiment": args.experiment,
         "backend": backend,

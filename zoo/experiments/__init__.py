@@ -2,8 +2,8 @@
 
 An experiment is a module with a `DESCRIPTION` string, an
 `add_arguments(parser)` function for its own command-line options and a
-`run(args) -> dict` function returning the results to print. Later issues
-register theirs with `register_experiment` (or by adding a line below).
+`run(args) -> dict` function returning the results to print. A new
+experiment is registered by adding a line to `EXPERIMENTS` below.
 """
 
 import importlib
@@ -14,13 +14,6 @@ EXPERIMENTS = {
 DEFAULT_EXPERIMENT = "synthetic-multitask"
 
 
-def register_experiment(name, module_path):
-    """Registers the experiment module `module_path` under `name`."""
-    if name in EXPERIMENTS and EXPERIMENTS[name] != module_path:
-        raise ValueError(f"Experiment {name!r} is already registered.")
-    EXPERIMENTS[name] = module_path
-
-
 def load_experiment(name):
     if name not in EXPERIMENTS:
         raise ValueError(
@@ -28,6 +21,3 @@ def load_experiment(name):
         )
     return importlib.import_module(EXPERIMENTS[name])
 
-
-def run_experiment(name, args):
-    return load_experiment(name).run(args)

@@ -15,11 +15,13 @@ DESCRIPTION = (
 
 
 def add_arguments(parser):
-    parser.add_argument("--num-tasks", type=int, default=4)
-    parser.add_argument("--samples-per-task", type=int, default=512)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    from zoo.__main__ import positive_float, positive_int
+
+    parser.add_argument("--num-tasks", type=positive_int, default=4)
+    parser.add_argument("--samples-per-task", type=positive_int, default=512)
+    parser.add_argument("--epochs", type=positive_int, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--learning-rate", type=positive_float, default=3e-3)
 
 
 def run(args):

@@ -58,15 +58,36 @@ NOTE 11 (few-shot): `add_tasks` appends logit rows at 0 (p = 0.5) for
   rows given by the caller for "fixed"; "private" cannot grow (it would need
   new skills). Re-compile and rebuild the optimizer after adding tasks.
 
-Task ids: integer tensor (batch,). Out-of-range ids raise ValueError in eager
-mode (`training.backend.check_index_range`); under jit they cannot be checked
-and follow the backend's gather semantics (wrong outputs, no error). When the
-call gets no ids, the ids set by the innermost `task_context(...)` are used
-(for code paths such as KerasHub's generate() that call sublayers directly);
+NOTE 12 (speed): the low-rank path has two layouts, the same sums (outputs
+  equal to float rounding, and exactly at initialisation, B = 0), chosen per
+  backend in `_rank_first`:
+  - torch (eager CPU): the rank-r intermediate is (batch, r, m) (m = the
+    flattened middle axes), and the two batched matmuls carry hand-written
+    gradients (`_rank_first_matmuls`) in which every product has the rank
+    as its short axis and writes a contiguous result; torch's own
+    derivatives give the input gradient transposed (a strided full-size
+    add) plus one slow skinny product. SkillLoRADense's bias b0 enters the
+    second matmul as one more rank row (ones times b0): one full-size add
+    fewer. Together they halve the adapter's share of a training step.
+  - XLA (JAX, TensorFlow) and the inference-only backends: the plain
+    einsums with a (batch, ..., r) intermediate, which XLA compiles 4-11%
+    faster than the torch layout.
+  The tests run both layouts on every backend, first and second order.
+  Measurements in benchmarks/README.md.
+
+Task ids: the call is `layer(inputs, task)`, `task` integer ids (batch,) of
+any integer dtype, checked by `layers.task_inputs.check_task_inputs` (one
+clear ValueError for a wrong kind or shape, a batch that differs from the
+inputs' batch, or out-of-range ids where their values are concrete). Under
+jit ids cannot be checked and follow the backend's gather semantics (wrong
+outputs, no error; `layers/ids_backend.py` NOTE 2). When the call gets
+`task=None`, the ids set by the innermost `task_context(...)` are used (for
+code paths such as KerasHub's generate() that call sublayers directly);
 under jit such ids become constants of the traced function.
 """
 
 import contextlib
+import functools
 import math
 import threading
 
@@ -74,7 +95,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from training.backend import check_index_range
+from layers.task_inputs import check_task_inputs, positive_int
 
 ALLOCATIONS = ("learned", "private", "shared", "fixed", "moe", "hyper")
 ADAPTERS = ("lora", "sft")
@@ -92,27 +113,42 @@ _context = threading.local()
 
 
 @contextlib.contextmanager
-def task_context(task_ids):
-    """Sets the task ids used by skill layers called without `task_ids`.
+def task_context(task):
+    """Sets the task ids used by skill layers called with `task=None`.
 
-    Contexts nest (the innermost wins) and are thread-local.
+    Contexts nest (the innermost wins) and are thread-local. This is the
+    route for code that calls the adapted sublayers itself, such as
+    KerasHub's `generate()`.
+
+    Args:
+        task: Integer task ids of shape (batch,).
+
+    Example:
 
     >>> layer = SkillLoRADense(4, num_tasks=2, num_skills=2, rank=1)
+    >>> x = np.ones((2, 3), "float32")
     >>> with task_context(np.array([0, 1])):
-    ...     y = layer(np.ones((2, 3), "float32"))
+    ...     y = layer(x)
+    >>> bool(np.allclose(ops.convert_to_numpy(y),
+    ...                  ops.convert_to_numpy(layer(x, np.array([0, 1])))))
+    True
     """
     stack = getattr(_context, "stack", None)
     if stack is None:
         stack = _context.stack = []
-    stack.append(task_ids)
+    stack.append(task)
     try:
-        yield task_ids
+        yield task
     finally:
         stack.pop()
 
 
 def current_task_ids():
-    """The ids of the innermost `task_context`, or None."""
+    """The ids of the innermost `task_context`, or None.
+
+    >>> current_task_ids() is None
+    True
+    """
     stack = getattr(_context, "stack", None)
     return stack[-1] if stack else None
 
@@ -124,16 +160,19 @@ def skill_allocation_metrics(probs):
     """Discreteness, sparsity and usage of an allocation probability matrix.
 
     Args:
-        probs: array (rows, num_skills) of probabilities in [0, 1] (rows are
-            tasks, or (task, split) pairs).
+        probs: Array of shape (rows, num_skills) with probabilities in
+            [0, 1]; rows are tasks, or (task, split) pairs.
+
     Returns:
-        dict with "discreteness" (1 - mean binary entropy in bits; 1 for a
+        A dict with "discreteness" (1 - mean binary entropy in bits: 1 for a
         binary matrix, 0 for all 0.5, NOTE 7), "sparsity" (mean of the
         rounded probabilities) and "usage" (entropy of the normalised column
         sums divided by log num_skills).
 
-    >>> skill_allocation_metrics(np.eye(2))["discreteness"]
-    1.0
+    Example:
+
+    >>> skill_allocation_metrics(np.eye(2))
+    {'discreteness': 1.0, 'sparsity': 0.5, 'usage': 1.0}
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2:
@@ -172,22 +211,66 @@ def _letters(pool, count):
     return pool[:count]
 
 
+@functools.lru_cache(maxsize=None)
+def _rank_first_matmuls():
+    """The two batched matmuls of the rank-first layout (NOTE 12).
+
+    `project(a, x) = a x^T`: (batch, r, n), (batch, m, n) -> (batch, r, m);
+    `expand(h, b) = h^T b`: (batch, r, m), (batch, r, o) -> (batch, m, o).
+    Their gradients are the textbook ones, written out so that every product
+    has the rank as its short axis and produces a contiguous result (torch's
+    own derivatives of these products give the input gradient transposed,
+    which costs a strided full-size add, and one slow skinny product). Each
+    gradient uses only the function's own inputs and the upstream gradient,
+    so higher-order derivatives stay exact. Built on first use:
+    `ops.custom_gradient` exists only on the differentiable backends.
+    """
+
+    def upstream_of(args, upstream):
+        # Keras passes the upstream gradient by keyword on torch and
+        # positionally on JAX and TensorFlow.
+        if upstream is None:
+            (upstream,) = args
+        return upstream
+
+    @ops.custom_gradient
+    def project(a, x):
+        def grad(*args, upstream=None):
+            upstream = upstream_of(args, upstream)
+            return (ops.matmul(upstream, x),
+                    ops.matmul(ops.transpose(upstream, (0, 2, 1)), a))
+
+        return ops.matmul(a, ops.transpose(x, (0, 2, 1))), grad
+
+    @ops.custom_gradient
+    def expand(h, b):
+        def grad(*args, upstream=None):
+            upstream = upstream_of(args, upstream)
+            return (ops.matmul(b, ops.transpose(upstream, (0, 2, 1))),
+                    ops.matmul(h, upstream))
+
+        return ops.matmul(ops.transpose(h, (0, 2, 1)), b), grad
+
+    return project, expand
+
+
 # ---------------------------------------------------------------------------
 # Shared machinery.
 # ---------------------------------------------------------------------------
 class _SkillAdapter(keras.layers.Layer):
     """Allocation + skill inventory shared by the two public layers.
 
-    Subclasses define `_base_output(inputs)`, and set `self._in_dims`,
-    `self._out_dims` (feature axes contracted / produced by the base kernel)
-    before calling `_build_skills()`.
+    Subclasses define `_adapted_output(inputs, weights)` (the frozen layer
+    plus `_skill_output`) and `compute_output_shape`, and set
+    `self._in_dims`, `self._out_dims` (feature axes contracted / produced by
+    the base kernel) before calling `_build_skills()`.
     """
 
     def __init__(
         self,
         num_tasks,
         num_skills,
-        rank,
+        rank=None,
         num_splits=1,
         allocation="learned",
         adapter="lora",
@@ -208,10 +291,9 @@ class _SkillAdapter(keras.layers.Layer):
             uid = keras.backend.get_uid(prefix)
             kwargs["name"] = prefix if uid == 1 else f"{prefix}_{uid - 1}"
         super().__init__(**kwargs)
-        self.num_tasks = _positive_int(num_tasks, "num_tasks")
-        self.num_skills = _positive_int(num_skills, "num_skills")
-        self.rank = _positive_int(rank, "rank")
-        self.num_splits = _positive_int(num_splits, "num_splits")
+        self.num_tasks = positive_int(num_tasks, "num_tasks")
+        self.num_skills = positive_int(num_skills, "num_skills")
+        self.num_splits = positive_int(num_splits, "num_splits")
         if allocation not in ALLOCATIONS:
             raise ValueError(
                 f"allocation must be one of {ALLOCATIONS}; got {allocation!r}.")
@@ -219,6 +301,21 @@ class _SkillAdapter(keras.layers.Layer):
             raise ValueError(f"adapter must be one of {ADAPTERS}; got {adapter!r}.")
         self.allocation = allocation
         self.adapter = adapter
+        if adapter == "lora":
+            if rank is None:
+                raise ValueError(
+                    "adapter='lora' needs `rank`, the LoRA rank r (an integer "
+                    ">= 1).")
+            self.rank = positive_int(rank, "rank")
+        else:
+            # Sparse skills are full-size masked deltas: a rank (or a LoRA
+            # scale) given with them would be silently ignored, so refuse it.
+            for name, value in (("rank", rank), ("lora_alpha", lora_alpha)):
+                if value is not None:
+                    raise ValueError(
+                        f"`{name}` is a LoRA argument; adapter='sft' (sparse "
+                        f"skills) does not use it: leave it None; got {value!r}.")
+            self.rank = None
         if allocation == "private" and num_skills != num_tasks:
             raise ValueError(
                 "allocation='private' (Z = I) needs num_skills == num_tasks; "
@@ -243,18 +340,19 @@ class _SkillAdapter(keras.layers.Layer):
             raise ValueError("expert_matrix is only used with allocation='fixed'.")
         else:
             self.expert_matrix = None
-        if temperature <= 0:
+        if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}.")
         self.temperature = float(temperature)
         self.gumbel_noise = bool(gumbel_noise)
         self.lora_alpha = None if lora_alpha is None else float(lora_alpha)
-        self.top_k = _positive_int(top_k, "top_k")
+        self.top_k = positive_int(top_k, "top_k")
         if not 0.0 <= sft_sparsity < 1.0:
             raise ValueError(f"sft_sparsity must be in [0, 1); got {sft_sparsity}.")
         self.sft_sparsity = float(sft_sparsity)
         self.mask_seed = int(mask_seed)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._rank_first = keras.backend.backend() == "torch"  # NOTE 12
         self.logits_initializer = keras.initializers.get(
             logits_initializer
             or keras.initializers.RandomUniform(-1e-3, 1e-3))
@@ -263,7 +361,9 @@ class _SkillAdapter(keras.layers.Layer):
     # -- configuration ----------------------------------------------------
     @property
     def scale(self):
-        """LoRA scale: 1/r, or lora_alpha/r (NOTE 4)."""
+        """LoRA scale: 1/r, or lora_alpha/r (NOTE 4); None for "sft"."""
+        if self.rank is None:
+            return None
         return (1.0 if self.lora_alpha is None else self.lora_alpha) / self.rank
 
     def _skill_config(self):
@@ -346,10 +446,19 @@ class _SkillAdapter(keras.layers.Layer):
 
     # -- allocation --------------------------------------------------------
     def _uniform_noise(self, shape):
-        """U(0, 1) clipped as torch's clamp_probs (NOTE 6); tests patch this."""
+        """U(0, 1) clipped as torch's clamp_probs (NOTE 6)."""
         return keras.random.uniform(
             shape, minval=_UNIFORM_EPS, maxval=1.0 - _UNIFORM_EPS,
             dtype="float32", seed=self.seed_generator)
+
+    def _gumbel_sigmoid(self, logits):
+        """The relaxed Bernoulli sample (paper Eq. 2), before normalisation.
+
+        z = sigmoid((logits + log u - log(1 - u)) / temperature), u drawn
+        per element by `_uniform_noise` (NOTE 6).
+        """
+        u = self._uniform_noise(ops.shape(logits))
+        return ops.sigmoid((logits + ops.log(u) - ops.log1p(-u)) / self.temperature)
 
     def _rows(self, table, task_ids):
         rows = ops.take(table, task_ids, axis=0)
@@ -362,9 +471,7 @@ class _SkillAdapter(keras.layers.Layer):
         if self.allocation == "learned":
             logits = self._rows(self.skill_logits, task_ids)
             if training and self.gumbel_noise:
-                u = self._uniform_noise(ops.shape(logits))  # NOTE 6
-                logits = logits + ops.log(u) - ops.log1p(-u)
-                probs = ops.sigmoid(logits / self.temperature)
+                probs = self._gumbel_sigmoid(logits)  # NOTE 6
             else:
                 probs = ops.sigmoid(logits)  # NOTE 5
             return probs / (ops.sum(probs, axis=-1, keepdims=True) + _EPS)
@@ -432,11 +539,12 @@ class _SkillAdapter(keras.layers.Layer):
     def add_tasks(self, n, expert_rows=None):
         """Appends `n` tasks, keeping the existing rows (NOTE 11).
 
-        New "learned"/"moe" rows have logits 0 (p = 0.5). `expert_rows`
-        (n, num_skills) 0/1 is required for "fixed". Returns the ids of the
-        new tasks.
+        New "learned"/"moe" rows have logits 0 (p = 0.5), new "hyper" rows
+        N(0, 1/num_skills) embeddings. `expert_rows` (n, num_skills) 0/1 is
+        required for "fixed" and refused by the other modes; "private"
+        cannot grow. Returns the ids of the new tasks.
         """
-        n = _positive_int(n, "n")  # NOTE 11
+        n = positive_int(n, "n")  # NOTE 11
         old_count = self.num_tasks
         if self.allocation == "private":
             raise ValueError(
@@ -468,6 +576,12 @@ class _SkillAdapter(keras.layers.Layer):
         return list(range(old_count, self.num_tasks))
 
     def _replace_variable(self, name, old, value):
+        # Keras has no public API to change a built layer's variable shape.
+        # This uses three Keras internals (pinned: keras < 3.16 in
+        # pyproject.toml): `_trainable_variables` / `_non_trainable_variables`
+        # (the ordered variable lists that saving follows), `_untrack_variable`
+        # and `_tracker`, which locks a built layer against new state;
+        # unlocking it is the only way to `add_weight` the grown variable.
         store = (self._trainable_variables if old.trainable
                  else self._non_trainable_variables)
         index = next(i for i, v in enumerate(store) if v is old)
@@ -491,28 +605,16 @@ class _SkillAdapter(keras.layers.Layer):
         store.insert(index, store.pop(position))
 
     # -- forward -----------------------------------------------------------
-    def _task_ids(self, inputs, task_ids):
-        if task_ids is None:
-            task_ids = current_task_ids()
-            if task_ids is None:
+    def _task_ids(self, inputs, task):
+        """int32 ids (batch,) from `task` or the innermost `task_context`."""
+        if task is None:
+            task = current_task_ids()
+            if task is None:
                 raise ValueError(
-                    f"{type(self).__name__} needs task ids: call it as "
-                    "layer(inputs, task_ids) or inside task_context(task_ids).")
-        task_ids = ops.convert_to_tensor(task_ids)
-        dtype = keras.backend.standardize_dtype(task_ids.dtype)
-        if "int" not in dtype:
-            raise ValueError(
-                f"{type(self).__name__} takes integer task ids of shape "
-                f"(batch,); got dtype {dtype} with shape {tuple(task_ids.shape)}.")
-        if len(task_ids.shape) != 1:
-            raise ValueError(
-                f"task_ids must have shape (batch,); got {tuple(task_ids.shape)}.")
-        batch, ids_batch = inputs.shape[0], task_ids.shape[0]
-        if batch is not None and ids_batch is not None and batch != ids_batch:
-            raise ValueError(
-                f"task_ids has {ids_batch} entries for a batch of {batch} inputs.")
-        check_index_range(task_ids, self.num_tasks)
-        return task_ids
+                    f"{type(self).__name__} '{self.name}' needs a task: call "
+                    "it as layer(inputs, task) or inside task_context(task).")
+        task, _ = check_task_inputs(self, inputs, task, num_tasks=self.num_tasks)
+        return task
 
     def _check_inputs(self, inputs):
         need = len(self._in_dims) + 1
@@ -526,8 +628,23 @@ class _SkillAdapter(keras.layers.Layer):
                 f"{type(self).__name__} expects inputs whose last axes are "
                 f"{self._in_dims}; got shape {tuple(inputs.shape)}.")
 
-    def _skill_output(self, inputs, weights):
-        """The adapter's contribution, shape (batch, ..., *out_dims)."""
+    def compute_output_spec(self, inputs, task=None, training=None):
+        # The symbolic call (functional models) checks the task like `call`
+        # does, so a bad task fails where the model is built.
+        self._check_inputs(inputs)
+        self._task_ids(inputs, task)
+        return keras.KerasTensor(
+            self.compute_output_shape(tuple(inputs.shape)),
+            dtype=self.compute_dtype)
+
+    def call(self, inputs, task=None, training=None):
+        self._check_inputs(inputs)
+        task_ids = self._task_ids(inputs, task)
+        weights = self.allocation_weights(task_ids, training=bool(training))
+        return self._adapted_output(inputs, weights)
+
+    def _skill_output(self, inputs, weights, bias=None):
+        """The adapter's contribution plus `bias`, shape (batch, ..., *out_dims)."""
         mid = _letters("cefgh", len(inputs.shape) - 1 - len(self._in_dims))
         ins = _letters("ijkl", len(self._in_dims))
         outs = _letters("opuvw", len(self._out_dims))
@@ -540,9 +657,30 @@ class _SkillAdapter(keras.layers.Layer):
             mixed_a = ops.reshape(mixed_a, (-1, self.rank) + self._in_dims)
             mixed_b = ops.einsum("bqs,qsro->brqo", weights, self.lora_b)
             mixed_b = ops.reshape(mixed_b, (-1, self.rank) + self._out_dims)
-            low_rank = ops.einsum(f"b{mid}{ins},br{ins}->b{mid}r", inputs, mixed_a)
-            low_rank = low_rank * ops.cast(self.scale, low_rank.dtype)  # NOTE 4
-            return ops.einsum(f"b{mid}r,br{outs}->b{mid}{outs}", low_rank, mixed_b)
+            scale = ops.cast(self.scale, mixed_a.dtype)  # NOTE 4
+            if not self._rank_first:  # NOTE 12: the layout XLA prefers
+                low_rank = ops.einsum(
+                    f"b{mid}{ins},br{ins}->b{mid}r", inputs, mixed_a) * scale
+                delta = ops.einsum(
+                    f"b{mid}r,br{outs}->b{mid}{outs}", low_rank, mixed_b)
+                return delta if bias is None else delta + bias
+            # NOTE 12: the layout torch prefers, on flat (batch, m, n) views.
+            project, expand = _rank_first_matmuls()
+            batch = ops.shape(inputs)[0]
+            flat_inputs = ops.reshape(inputs, (batch, -1, self.in_features))
+            mixed_a = ops.reshape(mixed_a, (batch, self.rank, self.in_features))
+            mixed_b = ops.reshape(mixed_b, (batch, self.rank, self.out_features))
+            low_rank = project(mixed_a, flat_inputs) * scale  # (batch, r, m)
+            if bias is not None:  # one more rank row: ones times b0
+                ones = ops.ones_like(low_rank[:, :1])
+                low_rank = ops.concatenate([low_rank, ones], axis=1)
+                bias = ops.broadcast_to(
+                    ops.reshape(ops.cast(bias, mixed_b.dtype), (1, 1, -1)),
+                    (batch, 1, self.out_features))
+                mixed_b = ops.concatenate([mixed_b, bias], axis=1)
+            delta = expand(low_rank, mixed_b)  # (batch, m, out)
+            leading = tuple(ops.shape(inputs))[:len(inputs.shape) - len(self._in_dims)]
+            return ops.reshape(delta, leading + self._out_dims)
         # SFT: per-input-feature weights (batch, in, skills), NOTE 10.
         feature_weights = ops.repeat(
             weights, self.in_features // self.num_splits, axis=1)
@@ -553,7 +691,8 @@ class _SkillAdapter(keras.layers.Layer):
             (self.num_skills,) + self._in_dims + self._out_dims)
         weighted = ops.einsum(
             f"b{mid}{ins},b{ins}s->b{mid}s{ins}", inputs, feature_weights)
-        return ops.einsum(f"b{mid}s{ins},s{ins}{outs}->b{mid}{outs}", weighted, deltas)
+        delta = ops.einsum(f"b{mid}s{ins},s{ins}{outs}->b{mid}{outs}", weighted, deltas)
+        return delta if bias is None else delta + bias
 
     def _delta_kernel(self, task_id):
         """Flat (in, out) delta of one task at inference allocation."""
@@ -586,12 +725,6 @@ class _SkillAdapter(keras.layers.Layer):
         return task_id
 
 
-def _positive_int(value, name):
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
-
-
 # ---------------------------------------------------------------------------
 # Public layers.
 # ---------------------------------------------------------------------------
@@ -599,49 +732,84 @@ def _positive_int(value, name):
 class SkillLoRADense(_SkillAdapter):
     """A frozen Dense layer plus Polytropon skills (paper Eqs. 2-4).
 
-    For an example of task t, with allocation logits Z (one matrix per layer)
+    For an example of task t, with the layer's allocation logits Z:
 
         training:  z = sigmoid((Z_t + log u - log(1 - u)) / tau), u ~ U(0, 1)
-        inference: z = sigmoid(Z_t)
-        w_q = z_q / (sum_s z_qs + 1e-12)              (per split q)
+        inference: z = sigmoid(Z_t)                              (NOTE 5)
+        w_q = z_q / (sum_s z_qs + 1e-12)                         (per split q)
         y_q = act(x W0 + b0 + scale * (sum_p x_p A_p^mix) B_q^mix)_q
-        A_p^mix = sum_s w_ps A_ps,  B_q^mix = sum_s w_qs B_qs
+        A_p^mix = sum_s w_ps A_ps,  B_q^mix = sum_s w_qs B_qs    (NOTE 1)
 
     where x_p is the p-th chunk of the input features and y_q the q-th chunk
-    of the outputs (NOTE 3). With adapter="sft":
-    y = act(x (W0 + sum_s w_s (M_s * D_s)) + b0).
+    of the outputs (NOTE 3), and scale = lora_alpha / r (NOTE 4). With
+    `adapter="sft"` the skills are masked full-size deltas (NOTE 10):
+    y = act(x (W0 + sum_s w_s (M_s * D_s)) + b0). The other allocations
+    replace w: Z = I ("private"), Z = 1 ("shared"), a fixed 0/1 matrix
+    ("fixed"), a top-k softmax ("moe", NOTE 8) or a linear hypernetwork on
+    task embeddings ("hyper", NOTE 9). At initialisation (B = 0, deltas 0)
+    the layer equals its frozen base exactly.
 
     Args:
-        units: output features.
-        num_tasks, num_skills: rows / columns of the allocation matrix.
-        rank: LoRA rank r.
-        num_splits: feature chunks with their own allocation (1: none).
-        allocation: "learned" (default), "private" (Z = I), "shared"
-            (one skill), "fixed" (`expert_matrix`, not trained), "moe"
-            (softmax + `top_k`), "hyper" (linear hypernetwork, NOTE 9).
-        adapter: "lora" (default) or "sft" (masked full-size deltas with
-            `sft_sparsity`, default 0.9, mask drawn from `mask_seed`).
-        temperature: Gumbel-sigmoid temperature tau (1.0).
-        gumbel_noise: add the relaxation noise in training (True).
-        lora_alpha: scale = lora_alpha / r; None gives 1 / r.
-        activation, use_bias: as in Dense.
-        trainable_base: train W0 and b0 too (default False: frozen).
-        kernel_initializer, bias_initializer: for W0 / b0 when not loaded
-            with `from_dense`.
-        logits_initializer: allocation logits, default U(-1e-3, 1e-3).
-        skill_regularizer: regularizer of the skill parameters.
-        seed: seed of the relaxation noise.
+        units: Positive integer, dimensionality of the output space.
+        num_tasks: Positive integer, number of tasks (rows of Z).
+        num_skills: Positive integer, size of the skill inventory.
+        rank: Positive integer, the LoRA rank r. Required with
+            `adapter="lora"`; must be None with `adapter="sft"`, whose skills
+            are not low-rank.
+        num_splits: Positive integer dividing the input and output features,
+            the number of feature chunks with their own allocation (NOTE 3).
+        activation: Activation function applied to the output, as in
+            `Dense` (default None).
+        use_bias: Boolean, whether the frozen base has a bias b0.
+        trainable_base: Boolean, train W0 and b0 too (default False: frozen).
+        kernel_initializer: Initializer for W0 (unless copied with
+            `from_dense`).
+        bias_initializer: Initializer for b0.
+        allocation: String, one of "learned" (default), "private", "shared",
+            "fixed", "moe" or "hyper".
+        adapter: String, "lora" (default) or "sft".
+        temperature: Float > 0, the Gumbel-sigmoid temperature tau.
+        gumbel_noise: Boolean, whether training adds the relaxation noise
+            (default True; NOTE 5).
+        lora_alpha: Float or None, scale = lora_alpha / r (None: 1 / r);
+            LoRA only.
+        top_k: Positive integer, skills kept per split by "moe".
+        expert_matrix: 0/1 array (num_tasks, num_skills), the task-skill
+            matrix of "fixed" (and only of "fixed").
+        sft_sparsity: Float in [0, 1), fraction of zeros in each SFT mask.
+        mask_seed: Integer, seed of the NumPy-drawn SFT masks.
+        seed: Integer or None, seed of the relaxation noise and of the
+            "hyper" embeddings.
+        logits_initializer: Initializer for Z (default U(-1e-3, 1e-3)).
+        skill_regularizer: Regularizer for the skill parameters.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
-    Call: `layer(inputs, task_ids=None, training=None)`; inputs
-    (batch, ..., in_features), task_ids int (batch,) (or from
-    `task_context`). Output (batch, ..., units).
+    Call arguments:
+        inputs: Float tensor (batch, ..., in_features).
+        task: Integer task ids (batch,) in [0, num_tasks), any integer
+            dtype; None takes the ids of the innermost `task_context`.
+        training: Boolean or None; True draws the Gumbel-sigmoid noise
+            ("learned" with `gumbel_noise=True`).
+
+    Input shape:
+        N-D tensor with shape `(batch_size, ..., in_features)`.
+
+    Output shape:
+        N-D tensor with shape `(batch_size, ..., units)`.
 
     Example:
 
     >>> layer = SkillLoRADense(8, num_tasks=3, num_skills=4, rank=2)
     >>> x = np.random.rand(5, 7, 16).astype("float32")
-    >>> y = layer(x, np.array([0, 1, 2, 0, 1]), training=True)
+    >>> task = np.array([0, 1, 2, 0, 1], "uint8")
+    >>> y = layer(x, task, training=True)
     >>> tuple(y.shape)
+    (5, 7, 8)
+    >>> base = ops.matmul(x, layer.kernel) + layer.bias  # B = 0 at init
+    >>> bool(np.array_equal(ops.convert_to_numpy(y), ops.convert_to_numpy(base)))
+    True
+    >>> sparse = SkillLoRADense(8, num_tasks=3, num_skills=4, adapter="sft")
+    >>> tuple(sparse(x, task).shape)
     (5, 7, 8)
     """
 
@@ -650,7 +818,7 @@ class SkillLoRADense(_SkillAdapter):
         units,
         num_tasks,
         num_skills,
-        rank,
+        rank=None,
         num_splits=1,
         activation=None,
         use_bias=True,
@@ -660,7 +828,7 @@ class SkillLoRADense(_SkillAdapter):
         **kwargs,
     ):
         super().__init__(num_tasks, num_skills, rank, num_splits, **kwargs)
-        self.units = _positive_int(units, "units")
+        self.units = positive_int(units, "units")
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.trainable_base = bool(trainable_base)
@@ -682,14 +850,12 @@ class SkillLoRADense(_SkillAdapter):
             trainable=self.trainable_base) if self.use_bias else None)
         self._build_skills()
 
-    def call(self, inputs, task_ids=None, training=None):
-        self._check_inputs(inputs)
-        task_ids = self._task_ids(inputs, task_ids)
-        weights = self.allocation_weights(task_ids, training=bool(training))
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.units,)
+
+    def _adapted_output(self, inputs, weights):
         outputs = ops.matmul(inputs, self.kernel)
-        if self.bias is not None:
-            outputs = outputs + self.bias
-        outputs = outputs + self._skill_output(inputs, weights)
+        outputs = outputs + self._skill_output(inputs, weights, bias=self.bias)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -712,7 +878,7 @@ class SkillLoRADense(_SkillAdapter):
         return dense
 
     @classmethod
-    def from_dense(cls, dense, num_tasks, num_skills, rank, **kwargs):
+    def from_dense(cls, dense, num_tasks, num_skills, rank=None, **kwargs):
         """A SkillLoRADense whose frozen base is a copy of a built Dense."""
         if not dense.built:
             raise ValueError("from_dense needs a built Dense layer.")
@@ -759,16 +925,33 @@ class SkillLoRAEinsumDense(_SkillAdapter):
     out = heads * head_dim; for its output projection ("abcd,cde->abe",
     kernel (heads, head_dim, d)) in = heads * head_dim and out = d. The
     wrapped layer is frozen (its `trainable` set to False); at
-    initialisation (B = 0, deltas 0) the wrapper equals it exactly. It must
-    have no activation.
+    initialisation (B = 0, deltas 0) the wrapper equals it exactly.
 
-    Args: `einsum_dense` (the layer to wrap), then the skill arguments of
-    `SkillLoRADense` (num_tasks, num_skills, rank, num_splits, allocation,
-    adapter, temperature, gumbel_noise, lora_alpha, top_k, expert_matrix,
-    sft_sparsity, mask_seed, seed, logits_initializer, skill_regularizer).
+    Args:
+        einsum_dense: A `keras.layers.EinsumDense` without activation (or
+            its serialized config), the layer to wrap.
+        num_tasks: Positive integer, number of tasks.
+        num_skills: Positive integer, size of the skill inventory.
+        rank: Positive integer, the LoRA rank (None with `adapter="sft"`).
+        num_splits: Positive integer dividing in and out (NOTE 3).
+        **kwargs: The other skill arguments of `SkillLoRADense`
+            (`allocation`, `adapter`, `temperature`, `gumbel_noise`,
+            `lora_alpha`, `top_k`, `expert_matrix`, `sft_sparsity`,
+            `mask_seed`, `seed`, `logits_initializer`, `skill_regularizer`)
+            and base layer keyword arguments, such as `name` and `dtype`.
 
-    Call: `layer(inputs, task_ids=None, training=None)`; task ids (batch,)
-    or from `task_context`. Shapes are those of the wrapped layer.
+    Call arguments:
+        inputs: Float tensor, the wrapped layer's input.
+        task: Integer task ids (batch,) in [0, num_tasks), any integer
+            dtype; None takes the ids of the innermost `task_context`.
+        training: Boolean or None; True draws the Gumbel-sigmoid noise.
+
+    Input shape:
+        The wrapped layer's input shape, e.g. `(batch_size, seq, d)`.
+
+    Output shape:
+        The wrapped layer's output shape, e.g. `(batch_size, seq, heads,
+        head_dim)`.
 
     Example:
 
@@ -777,10 +960,12 @@ class SkillLoRAEinsumDense(_SkillAdapter):
     >>> y = layer(np.ones((1, 5, 6), "float32"), np.array([1]))
     >>> tuple(y.shape)
     (1, 5, 2, 4)
+    >>> layer.compute_output_shape((None, 5, 6))
+    (None, 5, 2, 4)
     """
 
-    def __init__(self, einsum_dense, num_tasks, num_skills, rank, num_splits=1,
-                 **kwargs):
+    def __init__(self, einsum_dense, num_tasks, num_skills, rank=None,
+                 num_splits=1, **kwargs):
         super().__init__(num_tasks, num_skills, rank, num_splits, **kwargs)
         if isinstance(einsum_dense, dict):
             einsum_dense = keras.saving.deserialize_keras_object(einsum_dense)
@@ -793,9 +978,10 @@ class SkillLoRAEinsumDense(_SkillAdapter):
                 "SkillLoRAEinsumDense needs an EinsumDense without activation.")
         self.einsum_dense = einsum_dense
         self.einsum_dense.trainable = False
-        self._parse_equation(einsum_dense.equation)
+        self._num_in_axes = self._count_contracted_axes(einsum_dense.equation)
 
-    def _parse_equation(self, equation):
+    @staticmethod
+    def _count_contracted_axes(equation):
         spec = equation.replace(" ", "")
         if "..." in spec or "->" not in spec or "," not in spec:
             raise ValueError(f"Unsupported EinsumDense equation {equation!r}.")
@@ -813,8 +999,7 @@ class SkillLoRAEinsumDense(_SkillAdapter):
                 "(contracted input axes..., produced output axes...) with the "
                 "contracted axes trailing the input and the produced axes "
                 f"trailing the output, e.g. 'abc,cde->abde'; got {equation!r}.")
-        self._num_in_axes = len(contracted)
-        self._num_out_axes = len(produced)
+        return len(contracted)
 
     def build(self, input_shape):
         if not self.einsum_dense.built:
@@ -824,10 +1009,19 @@ class SkillLoRAEinsumDense(_SkillAdapter):
         self._out_dims = kernel_shape[self._num_in_axes:]
         self._build_skills()
 
-    def call(self, inputs, task_ids=None, training=None):
-        self._check_inputs(inputs)
-        task_ids = self._task_ids(inputs, task_ids)
-        weights = self.allocation_weights(task_ids, training=bool(training))
+    def compute_output_shape(self, input_shape):
+        # The equation keeps the leading axes and replaces the contracted
+        # axes by the produced ones (checked in __init__). EinsumDense's own
+        # compute_output_shape reports None for axes its output_shape leaves
+        # None, even where the input shape is known.
+        input_shape = tuple(input_shape)
+        if not self.einsum_dense.built:
+            self.einsum_dense.build(input_shape)
+        kernel_shape = tuple(int(d) for d in self.einsum_dense.kernel.shape)
+        return (input_shape[:len(input_shape) - self._num_in_axes]
+                + kernel_shape[self._num_in_axes:])
+
+    def _adapted_output(self, inputs, weights):
         outputs = self.einsum_dense(inputs)
         return outputs + ops.cast(
             self._skill_output(inputs, weights), outputs.dtype)

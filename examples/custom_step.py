@@ -3,7 +3,8 @@
     KERAS_BACKEND=torch python examples/custom_step.py
 
 The step trains a regression model with an L1 loss through
-`training.value_and_grad` and `StepModel.apply_gradients`.
+`training.value_and_grad` and `StepModel.apply_gradients`, and donates its
+state (`donate_state = True`, see docs/architecture.md).
 """
 
 import os
@@ -18,6 +19,11 @@ from training import StepModel, StepState, value_and_grad  # noqa: E402
 
 
 class L1Model(StepModel):
+    # The step reads neither state.trainable nor state.optimizer after its
+    # one apply_gradients call, so fit's top-level step on torch and
+    # TensorFlow may update the variables in place (no copies).
+    donate_state = True
+
     def compute_train_step(self, state, data):
         x, y = data
 

@@ -1,14 +1,13 @@
-"""`training.value_and_grad` on every backend: values, nesting, stop_gradient."""
+"""`training.value_and_grad` on every backend: values, nesting, stop_gradient,
+its errors, and no recorded graph at the top level on torch (NOTE 2)."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
+from tests.harness import current_backend
 from training import value_and_grad
-from training.backend import check_index_range
-
-RNG = np.random.default_rng(0)
 
 
 def _np(t):
@@ -16,8 +15,9 @@ def _np(t):
 
 
 def test_gradient_of_a_quadratic_over_a_dict_of_tensors():
-    matrix = RNG.normal(size=(3, 3)).astype("float32")
-    params = {"w": ops.convert_to_tensor(RNG.normal(size=3).astype("float32")),
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(3, 3)).astype("float32")
+    params = {"w": ops.convert_to_tensor(rng.normal(size=3).astype("float32")),
               "unused": ops.ones((2,))}
 
     def loss_fn(p):
@@ -42,12 +42,13 @@ def test_aux_outputs_are_returned_untouched():
 
 def _maml_problem():
     """Inner loss 0.5 w'Aw + b'w, one SGD step, outer loss 0.5 |Cw' - d|^2."""
-    a = RNG.normal(size=(4, 4))
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(4, 4))
     hessian = (a @ a.T / 4 + np.eye(4)).astype("float32")
-    b = RNG.normal(size=4).astype("float32")
-    c = RNG.normal(size=(3, 4)).astype("float32")
-    d = RNG.normal(size=3).astype("float32")
-    w = RNG.normal(size=4).astype("float32")
+    b = rng.normal(size=4).astype("float32")
+    c = rng.normal(size=(3, 4)).astype("float32")
+    d = rng.normal(size=3).astype("float32")
+    w = rng.normal(size=4).astype("float32")
     return hessian, b, c, d, w, 0.1
 
 
@@ -99,11 +100,61 @@ def test_gradient_of_gradient_wrt_outer_parameters_of_nested_levels():
     np.testing.assert_allclose(_np(dx), [24.0], rtol=1e-6)
 
 
-def test_check_index_range_raises_with_the_offending_ids():
-    check_index_range(ops.convert_to_tensor(np.array([0, 2], "int32")), 3)
-    with pytest.raises(ValueError, match=r"out of range: got \[5\].*\[0, 3\)"):
-        check_index_range(ops.convert_to_tensor(np.array([0, 5], "int32")), 3)
-    with pytest.raises(ValueError, match="out of range"):
-        check_index_range(ops.convert_to_tensor(np.array([-1], "int32")), 3)
-    with pytest.raises(ValueError, match="out of range"):  # NumPy input too
-        check_index_range(np.array([4]), 3)
+@pytest.mark.parametrize(
+    "has_aux, output, message",
+    [
+        (True, "scalar", r"has_aux=True .* pair \(value, aux\); it returned"),
+        (True, "triple", r"pair \(value, aux\); it returned a tuple of length 3"),
+        (False, "vector", r"must be a tensor of shape \(\); got .* shape \(3,\)"),
+        (False, "pair", r"shape \(\).*pass has_aux=True"),
+    ],
+)
+def test_misuse_raises_a_clear_value_error(has_aux, output, message):
+    def fn(w):
+        total = ops.sum(w**2)
+        return {
+            "scalar": total,
+            "triple": (total, w, w),
+            "vector": w**2,
+            "pair": (total, w),
+        }[output]
+
+    with pytest.raises(ValueError, match=message):
+        value_and_grad(fn, has_aux=has_aux)(ops.ones(3))
+
+
+@pytest.mark.skipif(current_backend() != "torch",
+                    reason="torch only: JAX and TensorFlow record no graph "
+                    "outside a transformation/tape")
+def test_top_level_torch_gradient_records_no_graph(monkeypatch):
+    import torch
+
+    calls = []
+    grad = torch.autograd.grad
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("create_graph", False))
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+
+    def loss_fn(w):  # a gradient 3 w^2 that depends on w
+        return ops.sum(w**3), {"cube": w**3}
+
+    w = ops.convert_to_tensor(np.array([1.0, 2.0], "float32"))
+    (value, aux), dw = value_and_grad(loss_fn, has_aux=True)(w)
+    assert calls == [False]  # NOTE 2: no create_graph at the top level
+    for name, tensor in (("value", value), ("aux", aux["cube"]), ("grad", dw)):
+        assert tensor.grad_fn is None and not tensor.requires_grad, name
+    np.testing.assert_allclose(_np(dw), [3.0, 12.0])
+
+    # Nested: the inner gradient keeps its graph for the outer level.
+    def outer(w):
+        _, inner_grad = value_and_grad(lambda v: ops.sum(v**3))(w)
+        assert inner_grad.requires_grad
+        return ops.sum(inner_grad)
+
+    calls.clear()
+    _, d_outer = value_and_grad(outer)(w)
+    assert calls == [True, False]
+    np.testing.assert_allclose(_np(d_outer), [6.0, 12.0])

@@ -337,6 +337,18 @@ class _ModelVariables:
         return self._model.metrics_variables
 
 
+
+def _paired(variables, values):
+    """`(variables, values)` as lists of equal length, or a ValueError."""
+    variables, values = list(variables), list(values)
+    if len(variables) != len(values):
+        raise ValueError(
+            f"Expected {len(variables)} values for the variables, "
+            f"got {len(values)}."
+        )
+    return variables, values
+
+
 if BACKEND == "torch":
 
     def stateless_scope(variables, values, collect_losses=False):
@@ -357,12 +369,7 @@ if BACKEND == "torch":
         Returns:
             The scope, to be entered with `with`.
         """
-        variables, values = list(variables), list(values)
-        if len(variables) != len(values):
-            raise ValueError(
-                f"Expected {len(variables)} values for the variables, "
-                f"got {len(values)}."
-            )
+        variables, values = _paired(variables, values)
         fast, slow = {}, []
         for variable, value in zip(variables, values):
             if (
@@ -412,12 +419,7 @@ else:
         Returns:
             The scope, to be entered with `with`.
         """
-        variables, values = list(variables), list(values)
-        if len(variables) != len(values):
-            raise ValueError(
-                f"Expected {len(variables)} values for the variables, "
-                f"got {len(values)}."
-            )
+        variables, values = _paired(variables, values)
         # A variable given as its own value is read where it is used
         # (backend NOTE 6 on TensorFlow), not when the scope is built.
         return keras.StatelessScope(

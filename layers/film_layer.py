@@ -22,7 +22,7 @@ NOTE 3: inputs of rank > 2 (batch, ..., n) are scaled feature-wise (last
   spatial positions of a feature map.
 NOTE 4: out-of-range integer ids raise ValueError where their values are
   concrete; under `jax.jit` and XLA they follow the backend's gather
-  semantics (layers/ids_backend.py, NOTE 2), as in MintLayer.
+  semantics (layers/layers_backend.py, NOTE 2), as in MintLayer.
 """
 
 import keras

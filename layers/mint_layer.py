@@ -31,7 +31,7 @@ NOTE 5: the paper applies Mint to vectors y in R^n. Inputs of higher rank
 NOTE 6: out-of-range integer ids raise ValueError where their values are
   concrete (eager calls, `predict` on torch); under `jax.jit` and XLA they
   cannot be checked and follow the backend's gather semantics (see
-  layers/ids_backend.py, NOTE 2): validate ids in the input pipeline.
+  layers/layers_backend.py, NOTE 2): validate ids in the input pipeline.
 """
 
 import keras

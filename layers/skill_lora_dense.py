@@ -80,7 +80,7 @@ any integer dtype, checked by `layers.task_inputs.check_task_inputs` (one
 clear ValueError for a wrong kind or shape, a batch that differs from the
 inputs' batch, or out-of-range ids where their values are concrete). Under
 jit ids cannot be checked and follow the backend's gather semantics (wrong
-outputs, no error; `layers/ids_backend.py` NOTE 2). When the call gets
+outputs, no error; `layers/layers_backend.py` NOTE 2). When the call gets
 `task=None`, the ids set by the innermost `task_context(...)` are used (for
 code paths such as KerasHub's generate() that call sublayers directly);
 under jit such ids become constants of the traced function.
@@ -95,6 +95,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from layers.layers_backend import prefers_rank_first_matmuls
 from layers.task_inputs import check_task_inputs, positive_int
 
 ALLOCATIONS = ("learned", "private", "shared", "fixed", "moe", "hyper")
@@ -352,7 +353,7 @@ class _SkillAdapter(keras.layers.Layer):
         self.mask_seed = int(mask_seed)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._rank_first = keras.backend.backend() == "torch"  # NOTE 12
+        self._rank_first = prefers_rank_first_matmuls()  # NOTE 12
         self.logits_initializer = keras.initializers.get(
             logits_initializer
             or keras.initializers.RandomUniform(-1e-3, 1e-3))

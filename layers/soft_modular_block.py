@@ -241,7 +241,7 @@ class SoftModularBlock(keras.layers.Layer):
             (batch, task_dim), one per example. Out-of-range ids raise a
             ValueError where their values are concrete; inside `jax.jit` /
             `tf.function` they follow the backend's gather semantics
-            (`layers/ids_backend.py`, NOTE 2).
+            (`layers/layers_backend.py`, NOTE 2).
         return_routing: Boolean, whether to also return the list of routing
             probabilities: L-1 tensors (batch, n, n) [target, source], and
             for "official" the final (batch, n) mixing vector after them.

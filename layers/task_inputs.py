@@ -16,7 +16,7 @@ same clear `ValueError` for every kind of bad input on every backend:
 * a task batch that differs from the inputs' batch (no broadcasting of a
   single task: give one entry per example, e.g. `np.full(batch, task_id)`),
 * ids out of `[0, num_tasks)` where their values are concrete
-  (`layers.ids_backend.check_index_range`).
+  (`layers.layers_backend.check_index_range`).
 
 Integer ids of any dtype (uint8, int64, ...) come back as int32.
 """
@@ -24,7 +24,7 @@ Integer ids of any dtype (uint8, int64, ...) come back as int32.
 import keras
 from keras import ops
 
-from layers.ids_backend import check_index_range
+from layers.layers_backend import check_index_range
 
 
 def is_integer(tensor):

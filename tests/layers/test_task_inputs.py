@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from layers.ids_backend import check_index_range
+from layers.layers_backend import check_index_range
 from layers.mint_layer import MintLayer
 from layers.task_inputs import check_task_inputs, is_integer, positive_int
 
@@ -146,7 +146,7 @@ def test_out_of_range_concrete_ids_raise():
 
 # -- What out-of-range ids do where they cannot be checked. --------------------
 def test_out_of_range_ids_under_jit_follow_the_backends_gather():
-    """Pins ids_backend NOTE 2, measured on keras 3.15 (JAX 0.10, TF 2.21).
+    """Pins layers_backend NOTE 2, measured on keras 3.15 (JAX 0.10, TF 2.21).
 
     Compiled code has no concrete ids to check: TF-XLA wraps a negative id
     once (keras's `take`, NumPy style) and then clamps into [0, K); JAX wraps

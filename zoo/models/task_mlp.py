@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from training import StepModel
-from layers.ids_backend import check_index_range
+from layers.layers_backend import check_index_range
 
 
 @keras.saving.register_keras_serializable(package="modular_zoo")

@@ -1,9 +1,13 @@
-"""The layers' only backend-specific code: checking concrete task ids.
+"""The layers' only backend-specific code: id checks and one layout choice.
 
 Layers are written with `keras.ops` and import under every Keras backend
-(numpy and openvino included, for inference). Checking that task ids lie in
-range needs their concrete values, which each backend exposes differently;
-this module holds that one check and nothing else.
+(numpy and openvino included, for inference). Two things need to know the
+backend, and live here so that no layer branches on it:
+
+* checking that task ids lie in range needs their concrete values, which
+  each backend exposes differently (`check_index_range`, NOTES 1-2);
+* a measured layout preference of SkillLoRADense's low-rank matmuls
+  (`prefers_rank_first_matmuls`, NOTE 3).
 
 NOTE 1: the check runs only where it costs no accelerator synchronisation:
   NumPy values, concrete JAX arrays, eager TensorFlow tensors and CPU torch
@@ -13,6 +17,11 @@ NOTE 2: under `jax.jit`, `tf.function` and `torch.compile` no concrete value
   exists; out-of-range ids then follow the backend's gather semantics (JAX
   clamps or fills, TF-XLA clamps) and give wrong outputs without an error.
   Validate ids in the input pipeline for compiled code.
+NOTE 3: eager torch runs the LoRA path of SkillLoRADense about 2x faster
+  with the rank axis first and hand-written matmul gradients, while XLA
+  (JAX, TF) ran that layout 4-11% slower than plain einsums
+  (layers/skill_lora_dense.py NOTE 12, benchmarks/README.md). Both layouts
+  compute the same values and are tested on every backend.
 """
 
 import keras
@@ -86,3 +95,12 @@ def check_index_range(indices, upper, what="task id"):
             f"{what} out of range: got {bad.tolist()[:8]}, expected integers "
             f"in [0, {upper})."
         )
+
+
+def prefers_rank_first_matmuls():
+    """Whether SkillLoRADense should use its rank-first matmuls (NOTE 3).
+
+    Returns:
+        True on the torch backend, False elsewhere.
+    """
+    return keras.backend.backend() == "torch"

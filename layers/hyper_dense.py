@@ -108,7 +108,7 @@ import math
 import keras
 from keras import ops
 
-from layers.task_inputs import check_task_inputs, positive_int
+from layers.task_inputs import check_task_inputs, describe, positive_int
 
 _GENERATORS = ("linear", "mlp")
 _NORMALIZATIONS = ("rms", "unit", None)
@@ -146,14 +146,10 @@ def _unit_variance_uniform():
     return keras.initializers.RandomUniform(-_SQRT3, _SQRT3)
 
 
-def _describe(layer):
-    return f"{type(layer).__name__} '{layer.name}'"
-
-
 def _check_generator(layer, generator, choices):
     if generator not in choices:
         raise ValueError(
-            f"{_describe(layer)}: `generator` must be one of {choices}; got "
+            f"{describe(layer)}: `generator` must be one of {choices}; got "
             f"{generator!r}."
         )
 
@@ -162,7 +158,7 @@ def _set_normalization(layer, mode, epsilon, stop_gradient):
     """Validates and sets the three normalisation arguments (NOTE 1-3)."""
     if mode not in _NORMALIZATIONS:
         raise ValueError(
-            f"{_describe(layer)}: `embedding_normalization` must be one of "
+            f"{describe(layer)}: `embedding_normalization` must be one of "
             f"{_NORMALIZATIONS}; got {mode!r}."
         )
     layer.embedding_normalization = mode
@@ -182,23 +178,17 @@ def _check_chunking(layer, chunk_size, chunk_embedding_dim, per_chunk=False):
     )
     if chunk_size is None and chunk_embedding_dim:
         raise ValueError(
-            f"{_describe(layer)}: `chunk_embedding_dim` needs `chunk_size` "
+            f"{describe(layer)}: `chunk_embedding_dim` needs `chunk_size` "
             "(learned chunk embeddings exist only when the parameters are "
             f"generated in chunks); got chunk_embedding_dim="
             f"{chunk_embedding_dim} with chunk_size=None."
         )
     if chunk_size is None and per_chunk:
         raise ValueError(
-            f"{_describe(layer)}: `embedding_per_chunk=True` needs "
+            f"{describe(layer)}: `embedding_per_chunk=True` needs "
             "`chunk_size` (one task embedding per generated chunk)."
         )
     return chunk_size, chunk_embedding_dim
-
-
-def _serialize_or_none(initializer):
-    return None if initializer is None else keras.initializers.serialize(
-        initializer
-    )
 
 
 def _layer_norm(x, scale, offset, epsilon):
@@ -344,7 +334,7 @@ class HyperGenerator(keras.layers.Layer):
             and embedding_shape[-1] != self.embedding_dim
         ):
             raise ValueError(
-                f"{_describe(self)}: expected an embedding of shape (batch, "
+                f"{describe(self)}: expected an embedding of shape (batch, "
                 f"{self.embedding_dim})"
                 + (
                     f" or (batch, {self.num_chunks}, {self.embedding_dim})"
@@ -358,7 +348,7 @@ class HyperGenerator(keras.layers.Layer):
             self.num_chunks,
         ):
             raise ValueError(
-                f"{_describe(self)}: per-chunk embeddings must have shape "
+                f"{describe(self)}: per-chunk embeddings must have shape "
                 f"(batch, {self.num_chunks}, {self.embedding_dim}), got "
                 f"{tuple(embedding_shape)}."
             )
@@ -482,7 +472,7 @@ class HyperGenerator(keras.layers.Layer):
             chunk_size=self.chunk_size,
             chunk_embedding_dim=self.chunk_embedding_dim,
             layer_norm_epsilon=self.layer_norm_epsilon,
-            output_initializer=_serialize_or_none(self.output_initializer),
+            output_initializer=keras.initializers.serialize(self.output_initializer),
             output_init_scale=self.output_init_scale,
             chunk_embedding_initializer=keras.initializers.serialize(
                 self.chunk_embedding_initializer
@@ -521,12 +511,12 @@ class _TaskEmbedding:
         self.num_tasks = positive_int(num_tasks, "num_tasks", allow_none=True)
         if generator is not None and self.embedding_dim is None:
             raise ValueError(
-                f"{_describe(self)}: a generator needs `embedding_dim`, the "
+                f"{describe(self)}: a generator needs `embedding_dim`, the "
                 "size of the task embedding."
             )
         if generator is None and self.num_tasks is not None:
             raise ValueError(
-                f"{_describe(self)}: `num_tasks` (an embedding table) needs a "
+                f"{describe(self)}: `num_tasks` (an embedding table) needs a "
                 "generator; with generator=None pass the kernel as "
                 "`generated_kernel` to call()."
             )
@@ -594,7 +584,7 @@ class _TaskEmbedding:
         """`in` of inputs (batch, in), checked at build."""
         if len(input_shape) != 2 or input_shape[-1] is None:
             raise ValueError(
-                f"{_describe(self)}: expected inputs of shape (batch, in) "
+                f"{describe(self)}: expected inputs of shape (batch, in) "
                 f"with a known `in`, got {tuple(input_shape)}."
             )
         return int(input_shape[-1])
@@ -602,7 +592,7 @@ class _TaskEmbedding:
     def _check_inputs(self, inputs, input_dim):
         if len(inputs.shape) != 2 or inputs.shape[-1] != input_dim:
             raise ValueError(
-                f"{_describe(self)}: expected inputs of shape (batch, "
+                f"{describe(self)}: expected inputs of shape (batch, "
                 f"{input_dim}), got {tuple(inputs.shape)}."
             )
 
@@ -638,7 +628,7 @@ class _TaskEmbedding:
             embedding_initializer=keras.initializers.serialize(
                 self.embedding_initializer
             ),
-            generator_initializer=_serialize_or_none(
+            generator_initializer=keras.initializers.serialize(
                 self.generator_initializer
             ),
             bias_initializer=keras.initializers.serialize(
@@ -769,7 +759,7 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
     def generated_size(self):
         """Number of generated parameters (kernel, then bias if generated)."""
         if self.input_dim is None:
-            raise ValueError(f"{_describe(self)} is not built yet.")
+            raise ValueError(f"{describe(self)} is not built yet.")
         return self.input_dim * self.units + (
             self.units if self.generate_bias else 0
         )
@@ -805,12 +795,12 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
         """generator=None: the checked kernel (batch, in, units) and bias."""
         if task is not None:
             raise ValueError(
-                f"{_describe(self)} has generator=None and takes no task: "
+                f"{describe(self)} has generator=None and takes no task: "
                 "pass the kernel as `generated_kernel`."
             )
         if generated_kernel is None:
             raise ValueError(
-                f"{_describe(self)} has generator=None: pass the kernel as "
+                f"{describe(self)} has generator=None: pass the kernel as "
                 f"`generated_kernel` (batch, {self.generated_size})."
             )
         shape = tuple(generated_kernel.shape)
@@ -822,7 +812,7 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
             kernel, generated_bias = self._split_generated(generated_kernel)
         else:
             raise ValueError(
-                f"{_describe(self)}: `generated_kernel` must have shape "
+                f"{describe(self)}: `generated_kernel` must have shape "
                 f"(batch, {self.generated_size})"
                 + (
                     ""
@@ -834,7 +824,7 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
         batch = inputs.shape[0]
         if None not in (batch, shape[0]) and batch != shape[0]:
             raise ValueError(
-                f"{_describe(self)}: got {shape[0]} generated kernels for a "
+                f"{describe(self)}: got {shape[0]} generated kernels for a "
                 f"batch of {batch} inputs; give one per example."
             )
         return kernel, generated_bias
@@ -849,7 +839,7 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
         else:
             if generated_kernel is not None:
                 raise ValueError(
-                    f"{_describe(self)} generates its kernel (generator="
+                    f"{describe(self)} generates its kernel (generator="
                     f"{self.generator!r}): call it as layer(inputs, task), "
                     "without `generated_kernel`."
                 )
@@ -984,7 +974,7 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
             sizes = []
         if not sizes:
             raise ValueError(
-                f"{_describe(self)}: `layer_sizes` must be a non-empty list "
+                f"{describe(self)}: `layer_sizes` must be a non-empty list "
                 f"of positive integers; got {layer_sizes!r}."
             )
         self.layer_sizes = [

@@ -96,7 +96,7 @@ import numpy as np
 from keras import ops
 
 from layers.layers_backend import prefers_rank_first_matmuls
-from layers.task_inputs import check_task_inputs, positive_int
+from layers.task_inputs import check_task_inputs, describe, positive_int
 
 ALLOCATIONS = ("learned", "private", "shared", "fixed", "moe", "hyper")
 ADAPTERS = ("lora", "sft")
@@ -612,7 +612,7 @@ class _SkillAdapter(keras.layers.Layer):
             task = current_task_ids()
             if task is None:
                 raise ValueError(
-                    f"{type(self).__name__} '{self.name}' needs a task: call "
+                    f"{describe(self)} needs a task: call "
                     "it as layer(inputs, task) or inside task_context(task).")
         task, _ = check_task_inputs(self, inputs, task, num_tasks=self.num_tasks)
         return task

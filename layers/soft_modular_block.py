@@ -101,7 +101,7 @@ import math
 import keras
 from keras import ops
 
-from layers.task_inputs import check_task_inputs, positive_int
+from layers.task_inputs import check_task_inputs, describe, positive_int
 
 SOFT_MODULAR_CONFIGS = {
     # Paper Section 5.2 "Ours (Shallow)" and "Ours (Deep)"; official configs
@@ -393,14 +393,14 @@ class SoftModularBlock(keras.layers.Layer):
     def _check_inputs_shape(self, inputs_shape):
         if len(inputs_shape) != 2 or inputs_shape[-1] is None:
             raise ValueError(
-                f"{type(self).__name__} '{self.name}' expects `inputs` of "
+                f"{describe(self)} expects `inputs` of "
                 "shape (batch, input_dim) with a known input_dim; got shape "
                 f"{tuple(inputs_shape)}."
             )
         expected = getattr(self, "_input_dim", None)
         if expected is not None and inputs_shape[-1] != expected:
             raise ValueError(
-                f"{type(self).__name__} '{self.name}' was built for `inputs` "
+                f"{describe(self)} was built for `inputs` "
                 f"of shape (batch, {expected}); got shape "
                 f"{tuple(inputs_shape)}."
             )
@@ -411,7 +411,7 @@ class SoftModularBlock(keras.layers.Layer):
             return self.num_tasks  # ids or one-hot descriptors of width T
         if len(task_shape) != 2 or task_shape[-1] is None:
             raise ValueError(
-                f"{type(self).__name__} '{self.name}' has num_tasks=None and "
+                f"{describe(self)} has num_tasks=None and "
                 "takes only float task descriptors of shape (batch, task_dim) "
                 f"with a known task_dim; got task of shape "
                 f"{tuple(task_shape)}. Pass num_tasks=... for integer ids."

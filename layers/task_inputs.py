@@ -57,8 +57,20 @@ def positive_int(value, name, minimum=1, allow_none=False):
     return int(value)
 
 
-def _describe(layer):
+def describe(layer):
+    """How error messages name a layer: its class and its name."""
     return f"{type(layer).__name__} '{layer.name}'"
+
+
+def _accepted(num_tasks, descriptor_shape, descriptor_name):
+    """What a layer accepts as its task, for error messages."""
+    kinds = []
+    if num_tasks is not None:
+        kinds.append("integer task ids of shape (batch,)")
+    if descriptor_shape is not None:
+        sizes = ", ".join("?" if d is None else str(d) for d in descriptor_shape)
+        kinds.append(f"a float {descriptor_name} of shape (batch, {sizes})")
+    return " or ".join(kinds)
 
 
 def check_task_inputs(
@@ -102,7 +114,7 @@ def check_task_inputs(
     """
     if task is None:
         raise ValueError(
-            f"{_describe(layer)} needs a task: call it as layer(inputs, task)."
+            f"{describe(layer)} needs a task: call it as layer(inputs, task)."
         )
     if not isinstance(task, keras.KerasTensor):
         task = ops.convert_to_tensor(task)
@@ -111,30 +123,16 @@ def check_task_inputs(
     if len(task_shape) and inputs_batch is not None and task_shape[0] is not None:
         if task_shape[0] != inputs_batch:
             raise ValueError(
-                f"{_describe(layer)}: got {task_shape[0]} task entries for a "
+                f"{describe(layer)}: got {task_shape[0]} task entries for a "
                 f"batch of {inputs_batch} inputs; give one task per example "
                 "(e.g. np.full(batch, task_id))."
             )
-    accepted = " or ".join(
-        what
-        for what, ok in (
-            ("integer task ids of shape (batch,)", num_tasks is not None),
-            (
-                f"a float {descriptor_name} of shape (batch, "
-                + ", ".join(
-                    "?" if d is None else str(d) for d in descriptor_shape or ()
-                )
-                + ")",
-                descriptor_shape is not None,
-            ),
-        )
-        if ok
-    )
     if is_integer(task):
         if num_tasks is None or len(task_shape) != 1:
             raise ValueError(
-                f"{_describe(layer)} takes {accepted}; got integer values of "
-                f"shape {task_shape}."
+                f"{describe(layer)} takes "
+                f"{_accepted(num_tasks, descriptor_shape, descriptor_name)}; "
+                f"got integer values of shape {task_shape}."
             )
         check_index_range(task, num_tasks)
         return ops.cast(task, "int32"), True
@@ -147,7 +145,8 @@ def check_task_inputs(
     ):
         dtype = keras.backend.standardize_dtype(task.dtype)
         raise ValueError(
-            f"{_describe(layer)} takes {accepted}; got {dtype} values of "
-            f"shape {task_shape}."
+            f"{describe(layer)} takes "
+            f"{_accepted(num_tasks, descriptor_shape, descriptor_name)}; "
+            f"got {dtype} values of shape {task_shape}."
         )
     return task, False

@@ -59,7 +59,7 @@ NOTE 7 (speed): the variable lists of a step are read once per step
 """
 
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import keras
@@ -302,40 +302,13 @@ def step_variables(model):
     Returns:
         A `StepVariables`: inside `run_train_step`/`run_test_step` of
         `model` the lists the adapter read at the start of the step
-        (`optimizer` is empty in a test step); elsewhere an object that
-        reads them from the model on access.
+        (`optimizer` is empty in a test step); elsewhere the lists read
+        from the model now.
     """
     cached = getattr(_local, "step", None)
     if cached is not None and cached[0] is model:
         return cached[1]
-    return _ModelVariables(model)
-
-
-class _ModelVariables:
-    """`StepVariables` read from the model on access, outside a step."""
-
-    __slots__ = ("_model",)
-
-    def __init__(self, model):
-        self._model = model
-
-    @property
-    def trainable(self):
-        return self._model.trainable_variables
-
-    @property
-    def non_trainable(self):
-        return self._model.non_trainable_variables
-
-    @property
-    def optimizer(self):
-        optimizer = getattr(self._model, "optimizer", None)
-        return list(optimizer.variables) if optimizer else []
-
-    @property
-    def metrics(self):
-        return self._model.metrics_variables
-
+    return _read_variables(model, training=True)
 
 
 def _paired(variables, values):
@@ -614,6 +587,21 @@ def _write_back(variables, old_values, new_values):
         variable.assign(new)
 
 
+@contextmanager
+def _in_step(model, variables, donated_state=None):
+    """The step's variable lists (NOTE 7) and the values it donates (NOTE 6)
+    for the duration of one adapter step."""
+    _local.step = (model, variables)
+    if donated_state is not None:
+        _local.donated = dict.fromkeys(
+            map(id, donated_state.trainable + donated_state.optimizer), True
+        )
+    try:
+        yield
+    finally:
+        _local.step = _local.donated = None
+
+
 def _run_eager_or_graph(model, data, training):
     step = model.compute_train_step if training else model.compute_test_step
     if BACKEND == "tensorflow":
@@ -627,7 +615,6 @@ def _run_eager_or_graph(model, data, training):
             model._symbolic_build(data_batch=data)
     variables = _read_variables(model, training)
     donate = training and model._donates_state()  # NOTE 6
-    _local.step = (model, variables)
     _local.current = {} if BACKEND == "tensorflow" else None
     try:
         with torch.no_grad() if BACKEND == "torch" else nullcontext():
@@ -642,15 +629,12 @@ def _run_eager_or_graph(model, data, training):
                 )
             else:
                 state = StepState(*(read_values(v) for v in variables))
-            if donate:
-                _local.donated = dict.fromkeys(
-                    map(id, state.trainable + state.optimizer), True
-                )
-            logs, new_state = step(state, data)
+            with _in_step(model, variables, state if donate else None):
+                logs, new_state = step(state, data)
             for lists in zip(variables, state, new_state, strict=True):
                 _write_back(*lists)
     finally:
-        _local.step = _local.current = _local.donated = None
+        _local.current = None
     return logs
 
 
@@ -658,15 +642,9 @@ def run_train_step(model, *args):
     """Keras `train_step` for the active backend, from `compute_train_step`."""
     if BACKEND == "jax":
         state = StepState(*args[0])
-        _local.step = (model, _read_variables(model, training=True))
-        if model._donates_state():
-            _local.donated = dict.fromkeys(
-                map(id, state.trainable + state.optimizer), True
-            )
-        try:
+        donated = state if model._donates_state() else None
+        with _in_step(model, _read_variables(model, True), donated):
             logs, state = model.compute_train_step(state, args[1])
-        finally:
-            _local.step = _local.donated = None
         return logs, tuple(state)
     return _run_eager_or_graph(model, args[0], training=True)
 
@@ -676,12 +654,9 @@ def run_test_step(model, *args):
     if BACKEND == "jax":
         state, data = args
         trainable, non_trainable, metrics = state
-        _local.step = (model, _read_variables(model, training=False))
-        try:
+        with _in_step(model, _read_variables(model, training=False)):
             logs, state = model.compute_test_step(
                 StepState(trainable, non_trainable, [], metrics), data
             )
-        finally:
-            _local.step = None
         return logs, (state.trainable, state.non_trainable, state.metrics)
     return _run_eager_or_graph(model, args[0], training=False)

@@ -12,9 +12,14 @@ import os
 import sys
 import time
 
-from zoo.extras import MissingExtraError, require, require_backend
+from zoo.extras import (
+    BACKEND_EXTRAS,
+    MissingExtraError,
+    require,
+    require_backend,
+)
 
-BACKENDS = ("jax", "tensorflow", "torch")
+BACKENDS = tuple(BACKEND_EXTRAS)
 
 
 def _number_type(convert, minimum, inclusive, what):

@@ -101,6 +101,14 @@ NOTE 9 (efficiency): every example gets its own kernel (mixed-task
 NOTE 10 (addition): `HyperMLP(ntk=False)` uses one generator for layers of
   different fan-in; its default output initialiser is divided by the
   sqrt of the largest fan-in (exact per-layer scaling only with ntk=True).
+NOTE 11 (addition, efficiency for meta-learning): inputs may be grouped,
+  `(batch, group, in)` with one task entry per batch row, e.g. a meta-batch
+  of T tasks with n shots each and one (fast) embedding per task. The
+  kernel is then generated once per row, (batch, in, units), and applied to
+  the whole group with einsum('bni,bio->bno'): generation costs
+  batch * d * in * units instead of batch * group * d * in * units for
+  per-example embeddings. The authors' code vmaps over tasks for the same
+  effect.
 """
 
 import math
@@ -581,20 +589,24 @@ class _TaskEmbedding:
         )
 
     def _check_input_shape(self, input_shape):
-        """`in` of inputs (batch, in), checked at build."""
-        if len(input_shape) != 2 or input_shape[-1] is None:
+        """`in` of inputs (batch, in) or (batch, group, in), at build."""
+        if len(input_shape) not in (2, 3) or input_shape[-1] is None:
             raise ValueError(
                 f"{describe(self)}: expected inputs of shape (batch, in) "
-                f"with a known `in`, got {tuple(input_shape)}."
+                f"or (batch, group, in) with a known `in`, got "
+                f"{tuple(input_shape)}."
             )
         return int(input_shape[-1])
 
     def _check_inputs(self, inputs, input_dim):
-        if len(inputs.shape) != 2 or inputs.shape[-1] != input_dim:
+        """Whether the inputs are grouped, (batch, group, in) (NOTE 11)."""
+        if len(inputs.shape) not in (2, 3) or inputs.shape[-1] != input_dim:
             raise ValueError(
                 f"{describe(self)}: expected inputs of shape (batch, "
-                f"{input_dim}), got {tuple(inputs.shape)}."
+                f"{input_dim}) or (batch, group, {input_dim}), got "
+                f"{tuple(inputs.shape)}."
             )
+        return len(inputs.shape) == 3
 
     def _task_embedding(self, inputs, task, embedding_shape,
                         descriptor_shape=None, descriptor_name=None):
@@ -699,7 +711,8 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        inputs: Float tensor of shape `(batch, in)`.
+        inputs: Float tensor of shape `(batch, in)`, or `(batch, group,
+            in)`: a group of examples per task entry (NOTE 11).
         task: Integer task ids of shape `(batch,)` (any integer dtype;
             needs `num_tasks`) or float task embeddings of shape
             `(batch, embedding_dim)`: one per example (a task batch of 1
@@ -712,10 +725,10 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
             last if `generate_bias`), or `(batch, in, units)`.
 
     Input shape:
-        `(batch, in)`.
+        `(batch, in)` or `(batch, group, in)`.
 
     Output shape:
-        `(batch, units)`.
+        `(batch, units)` or `(batch, group, units)`.
 
     Example:
 
@@ -725,6 +738,9 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
     (4, 8)
     >>> tuple(layer(x, np.ones((4, 4), "float32")).shape)  # explicit e
     (4, 8)
+    >>> tasks_of_shots = np.ones((2, 5, 16), "float32")  # 2 tasks x 5 shots
+    >>> tuple(layer(tasks_of_shots, np.array([0, 2])).shape)  # NOTE 11
+    (2, 5, 8)
     >>> shared = HyperDense(8, generator=None)  # kernels generated elsewhere
     >>> kernels = np.ones((4, 16, 8), "float32")
     >>> ops.convert_to_numpy(shared(x, generated_kernel=kernels))[0, :3]
@@ -830,12 +846,14 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
         return kernel, generated_bias
 
     def call(self, inputs, task=None, generated_kernel=None):
-        self._check_inputs(inputs, self.input_dim)
+        grouped = self._check_inputs(inputs, self.input_dim)
+        # NOTE 11: one kernel per batch row, applied to the row's group.
+        apply = "bni,bio->bno" if grouped else "bi,bio->bo"
         if self.generator is None:
             kernel, generated_bias = self._given_kernel(
                 inputs, task, generated_kernel
             )
-            outputs = ops.einsum("bi,bio->bo", inputs, kernel)
+            outputs = ops.einsum(apply, inputs, kernel)
         else:
             if generated_kernel is not None:
                 raise ValueError(
@@ -849,21 +867,26 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
             embedding = ops.cast(embedding, inputs.dtype)
             generator = self.kernel_generator
             if self.generator == "linear" and not self.generate_bias:
-                # NOTE 9: y = (x outer u) Theta, no per-example kernel.
                 theta = ops.reshape(
                     generator.output_kernel,
                     (self.embedding_dim, self.input_dim, self.units),
                 )
-                outputs = ops.einsum(
-                    "bi,bd,dio->bo", inputs, generator.normalize(embedding),
-                    theta,
-                )
+                normalized = generator.normalize(embedding)
+                if grouped:  # NOTE 11: materialise one kernel per row
+                    kernel = ops.einsum("bd,dio->bio", normalized, theta)
+                    outputs = ops.einsum(apply, inputs, kernel)
+                else:  # NOTE 9: y = (x outer u) Theta, no kernel
+                    outputs = ops.einsum(
+                        "bi,bd,dio->bo", inputs, normalized, theta
+                    )
                 generated_bias = None
             else:
                 kernel, generated_bias = self._split_generated(
                     generator(embedding)
                 )
-                outputs = ops.einsum("bi,bio->bo", inputs, kernel)
+                outputs = ops.einsum(apply, inputs, kernel)
+        if grouped and generated_bias is not None:
+            generated_bias = ops.expand_dims(generated_bias, 1)
         if self.ntk:
             outputs = outputs * (1.0 / math.sqrt(self.input_dim))  # NOTE 5
         if generated_bias is not None:
@@ -877,7 +900,7 @@ class HyperDense(_TaskEmbedding, keras.layers.Layer):
     def compute_output_shape(
         self, inputs_shape, task_shape=None, generated_kernel_shape=None
     ):
-        return (inputs_shape[0], self.units)
+        return tuple(inputs_shape[:-1]) + (self.units,)
 
     def get_config(self):
         config = super().get_config()
@@ -925,7 +948,8 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        inputs: Float tensor of shape `(batch, in)`.
+        inputs: Float tensor of shape `(batch, in)`, or `(batch, group,
+            in)`: a group of examples per task entry (NOTE 11).
         task: Integer task ids of shape `(batch,)` (any integer dtype;
             needs `num_tasks`) or float task embeddings of shape
             `(batch, embedding_dim)` (`(batch, num_chunks * embedding_dim)`
@@ -933,10 +957,10 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
             as in `HyperDense`.
 
     Input shape:
-        `(batch, in)`.
+        `(batch, in)` or `(batch, group, in)`.
 
     Output shape:
-        `(batch, layer_sizes[-1])`.
+        `(batch, layer_sizes[-1])` or `(batch, group, layer_sizes[-1])`.
 
     Example:
 
@@ -1054,7 +1078,7 @@ class HyperMLP(_TaskEmbedding, keras.layers.Layer):
         return hidden
 
     def compute_output_shape(self, inputs_shape, task_shape=None):
-        return (inputs_shape[0], self.layer_sizes[-1])
+        return tuple(inputs_shape[:-1]) + (self.layer_sizes[-1],)
 
     def get_config(self):
         config = super().get_config()

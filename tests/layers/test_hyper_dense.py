@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras import ops
+
 from layers.hyper_dense import HyperDense, HyperGenerator, HyperMLP
 from tests.harness import assert_same_across_backends, run_layer_checks
 from training import value_and_grad
@@ -628,18 +630,19 @@ def _built(layer, *args, **kwargs):
 @pytest.mark.parametrize(
     "call, match",
     [
-        # inputs of rank != 2 (at build) or of the wrong size (after)
-        (lambda x: HyperDense(3, embedding_dim=4, num_tasks=3)(x[None], IDS),
-         r"expected inputs of shape \(batch, in\) with a known `in`, got "
-         r"\(1, 6, 5\)"),
-        (lambda x: HyperMLP([3], embedding_dim=4, num_tasks=3)(x[None], IDS),
-         r"expected inputs of shape \(batch, in\) with a known `in`"),
+        # inputs of rank not 2 or 3 (at build) or of the wrong size (after)
+        (lambda x: HyperDense(3, embedding_dim=4, num_tasks=3)(
+            x[None, None], IDS),
+         r"expected inputs of shape \(batch, in\) or \(batch, group, in\) "
+         r"with a known `in`, got \(1, 1, 6, 5\)"),
+        (lambda x: HyperMLP([3], embedding_dim=4, num_tasks=3)(x[:, None, None], IDS),
+         r"expected inputs of shape \(batch, in\) or \(batch, group, in\)"),
         (lambda x: _built(HyperDense(3, embedding_dim=4, num_tasks=3), x,
                           IDS)(x[:, :4], IDS),
-         r"expected inputs of shape \(batch, 5\), got \(6, 4\)"),
+         r"expected inputs of shape \(batch, 5\) or \(batch, group, 5\), got \(6, 4\)"),
         (lambda x: _built(HyperMLP([3], embedding_dim=4, num_tasks=3), x,
                           IDS)(x[:, :4], IDS),
-         r"expected inputs of shape \(batch, 5\), got \(6, 4\)"),
+         r"expected inputs of shape \(batch, 5\) or \(batch, group, 5\), got \(6, 4\)"),
         # task ids and embeddings
         (lambda x: HyperDense(3, embedding_dim=4)(x, IDS),
          r"takes a float task embedding of shape \(batch, 4\); got integer "
@@ -744,3 +747,36 @@ def test_same_weights_same_outputs_on_every_backend():
         )))
     """
     assert_same_across_backends(code, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("generator", ["linear", "mlp"])
+def test_grouped_inputs_equal_per_example_calls(generator):
+    """(tasks, shots, in) with one embedding per task equals the flat call
+    with the task's embedding repeated for each of its shots (NOTE 11)."""
+    layer = HyperDense(6, embedding_dim=3, generator=generator,
+                       bias_initializer="random_normal")
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(4, 5, 7)).astype("float32")
+    embeddings = rng.normal(size=(4, 3)).astype("float32")
+    grouped = ops.convert_to_numpy(layer(inputs, embeddings))
+    flat = ops.convert_to_numpy(layer(inputs.reshape(20, 7),
+                                      np.repeat(embeddings, 5, axis=0)))
+    assert grouped.shape == (4, 5, 6)
+    np.testing.assert_allclose(grouped.reshape(20, 6), flat, atol=1e-5)
+    assert layer.compute_output_shape((4, 5, 7)) == (4, 5, 6)
+
+
+def test_hyper_mlp_grouped_inputs_equal_per_example_calls():
+    mlp = HyperMLP([8, 3], embedding_dim=4, num_tasks=3)
+    rng = np.random.default_rng(1)
+    inputs = rng.normal(size=(3, 4, 5)).astype("float32")
+    task = np.array([2, 0, 1])
+    grouped = ops.convert_to_numpy(mlp(inputs, task))
+    flat = ops.convert_to_numpy(mlp(inputs.reshape(12, 5), np.repeat(task, 4)))
+    np.testing.assert_allclose(grouped.reshape(12, 3), flat, atol=1e-5)
+
+
+def test_rank_four_inputs_are_a_clear_error():
+    layer = HyperDense(2, embedding_dim=3)
+    with pytest.raises(ValueError, match=r"\(batch, group, in\)"):
+        layer(np.ones((2, 3, 4, 5), "float32"), np.ones((2, 3), "float32"))

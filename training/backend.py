@@ -19,6 +19,9 @@ the functions exported here:
     the end (NOTE 7).
   - PyTorch: the same as TensorFlow, run eagerly under `torch.no_grad()`;
     `value_and_grad` switches gradient recording on only where it is needed.
+* `fori_loop(num_steps, body, init)`: a loop that compiles (scan on JAX,
+  while on TensorFlow) and can be differentiated (meta-learning's inner
+  loop).
 * `stateless_scope`, `stateless_apply` and `step_variables`: the pieces
   `StepModel`'s stateless building blocks are made of.
 
@@ -269,6 +272,46 @@ def _torch_value_and_grad(fn, has_aux, params, args, kwargs, nested):
         else:
             grads = [torch.zeros_like(p) for p in flat]
     return value, aux, pack(list(grads))
+
+
+def fori_loop(num_steps, body, init):
+    """`body(step, carry) -> carry` applied `num_steps` times, compiled.
+
+    A differentiable loop (second-order meta-learning differentiates
+    through it). JAX: `jax.lax.fori_loop` with static bounds (a `scan`,
+    reverse-differentiable). TensorFlow: `tf.while_loop` with
+    `maximum_iterations`, which XLA needs to differentiate a loop. torch: a
+    Python loop (eager). `step` is an int32 scalar tensor on JAX and
+    TensorFlow, a Python int on torch.
+
+    Args:
+        num_steps: Python int >= 0.
+        body: Callable `(step, carry) -> carry`, the carry a structure of
+            tensors of fixed shapes.
+        init: The initial carry.
+
+    Returns:
+        The final carry.
+
+    Example:
+
+    >>> ops.convert_to_numpy(fori_loop(3, lambda step, x: 2.0 * x,
+    ...                                ops.ones(()))).item()
+    8.0
+    """
+    if BACKEND == "jax":
+        return jax.lax.fori_loop(0, num_steps, body, init)
+    if BACKEND == "tensorflow":
+        return tf.while_loop(
+            lambda step, carry: step < num_steps,
+            lambda step, carry: (step + 1, body(step, carry)),
+            (tf.constant(0, "int32"), init),
+            maximum_iterations=num_steps,
+        )[1]
+    carry = init
+    for step in range(num_steps):
+        carry = body(step, carry)
+    return carry
 
 
 # -- Stateless building blocks. -------------------------------------------

@@ -2,16 +2,22 @@
 
 An experiment is a module with a `DESCRIPTION` string, an
 `add_arguments(parser)` function for its own command-line options and a
-`run(args) -> dict` function returning the results to print. A new
-experiment is registered by adding a line to `EXPERIMENTS` below.
+`run(args) -> dict` function returning the results to print: a module, or
+an object in a module (`"module:NAME"`, e.g. one of a family's
+experiments). A new experiment is registered by adding a line to
+`EXPERIMENTS` below.
 """
 
 import importlib
 
 EXPERIMENTS = {
     "synthetic-multitask": "zoo.experiments.synthetic_multitask",
+    "hyperteacher": "zoo.hypernetworks.experiments:HYPERTEACHER",
+    "teacher-student": "zoo.hypernetworks.experiments:TEACHER_STUDENT",
+    "grid-preferences": "zoo.hypernetworks.experiments:GRID_PREFERENCES",
+    "grid-goals": "zoo.hypernetworks.experiments:GRID_GOALS",
 }
-DEFAULT_EXPERIMENT = "synthetic-multitask"
+DEFAULT_EXPERIMENT = "hyperteacher"
 
 
 def load_experiment(name):
@@ -19,5 +25,7 @@ def load_experiment(name):
         raise ValueError(
             f"Unknown experiment {name!r}. Known: {', '.join(sorted(EXPERIMENTS))}."
         )
-    return importlib.import_module(EXPERIMENTS[name])
+    module, _, attribute = EXPERIMENTS[name].partition(":")
+    module = importlib.import_module(module)
+    return getattr(module, attribute) if attribute else module
 

@@ -12,12 +12,15 @@ from zoo.tasks import make_synthetic_tasks
 
 def test_list_names_the_default_experiment(capsys):
     assert main(["list"]) == 0
-    assert "synthetic-multitask (default)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hyperteacher (default)" in out
+    assert "synthetic-multitask:" in out
 
 
 def test_default_experiment_learns_and_saves(tmp_path, capsys):
     out_dir = tmp_path / "run"
-    assert main(["run", "--backend", keras.backend.backend(), "--epochs", "15",
+    assert main(["run", "synthetic-multitask", "--backend",
+                 keras.backend.backend(), "--epochs", "15",
                  "--samples-per-task", "256", "--verbose", "0",
                  "--output-dir", str(out_dir)]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -43,7 +46,7 @@ def test_unknown_experiment_is_a_clear_error():
 ])
 def test_out_of_range_option_is_a_usage_error(option, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", option, value, "--output-dir", ""])
+        main(["run", "synthetic-multitask", option, value, "--output-dir", ""])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}: expected" in err
@@ -74,7 +77,8 @@ def test_missing_experiment_extra_names_the_extra(monkeypatch, capsys):
     monkeypatch.setattr(synthetic_multitask, "REQUIRES",
                         [("no_such_package_xyz", "rl")], raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", "--backend", keras.backend.backend(), "--output-dir", ""])
+        main(["run", "synthetic-multitask", "--backend",
+              keras.backend.backend(), "--output-dir", ""])
     assert exit_info.value.code == 2
     assert "pip install 'modular-zoo[rl]'" in capsys.readouterr().err
 
@@ -82,9 +86,10 @@ def test_missing_experiment_extra_names_the_extra(monkeypatch, capsys):
 @pytest.mark.slow
 def test_default_experiment_full_run_reproduces_its_documented_result(
         tmp_path, capsys):
-    """The README's default run (30 epochs, 512 samples per task): every task's
-    held-out MSE is below a fifth of the per-task-mean baseline."""
-    assert main(["run", "--backend", keras.backend.backend(), "--verbose", "0",
+    """The README's synthetic run (30 epochs, 512 samples per task): every
+    task's held-out MSE is below a fifth of the per-task-mean baseline."""
+    assert main(["run", "synthetic-multitask", "--backend",
+                 keras.backend.backend(), "--verbose", "0",
                  "--output-dir", str(tmp_path / "run")]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
     for task, mse in results["val_mse_per_task"].items():

@@ -253,11 +253,17 @@ def _torch_value_and_grad(fn, has_aux, params, args, kwargs, nested):
         p = p.value if isinstance(p, keras.Variable) else p
         if not isinstance(p, torch.Tensor):
             p = torch.as_tensor(p)
-        # A tensor already in a graph (an outer parameter, a fast weight
-        # computed from one, or a variable's own parameter tensor read by
-        # the adapter) keeps its history so that an outer level can
-        # differentiate through this gradient.
-        flat.append(p if p.requires_grad else p.detach().requires_grad_(True))
+        # Inside another `value_and_grad`, a tensor already in a graph (an
+        # outer parameter, a fast weight computed from one) keeps its
+        # history so that the outer level can differentiate through this
+        # gradient. At the top level nothing differentiates through it
+        # (NOTE 2), so every input is a fresh leaf: a view of a variable
+        # taken under `no_grad` (which claims to require grad but is cut
+        # from its base) would otherwise get zero gradients.
+        if nested and p.requires_grad:
+            flat.append(p)
+        else:
+            flat.append(p.detach().requires_grad_(True))
     with torch.enable_grad():
         output = fn(pack(flat), *args, **kwargs)
         value, aux = _split_output(output, has_aux)

@@ -14,7 +14,8 @@ and the outer optimizer (the one given to `compile`) updates
 (theta, phi_0) with the gradient of L_outer. Second order (default)
 differentiates through the inner loop; `first_order=True` stops the
 gradient of every inner gradient, so d phi_t^k / d phi_0 = I (first-order
-MAML) and theta gets only the direct gradient at phi_t^k.
+MAML; (1 - lr * weight_decay)^k I with inner weight decay, whose term is
+not stopped) and theta gets only the direct gradient at phi_t^k.
 
 This one step covers MAML (every parameter fast), ANIL (only the head fast;
 the body's features are computed once per task, `MetaNetwork.task_features`)
@@ -226,9 +227,13 @@ class MetaNetwork(keras.layers.Layer):
 
     def initial_fast_params(self, num_tasks):
         """The initialisation, one copy per task: `(T, *v.shape)` each."""
+        # A copy (`tile`), not a view (`broadcast_to`): on torch, a view of
+        # a variable taken under `no_grad` (evaluate, predict) says it
+        # requires grad but gets zero inner gradients, so `evaluate` did
+        # not adapt.
         return [
-            ops.broadcast_to(
-                ops.expand_dims(v.value, 0), (num_tasks,) + tuple(v.shape)
+            ops.tile(
+                ops.expand_dims(v.value, 0), (num_tasks,) + (1,) * len(v.shape)
             )
             for v in self.fast_variables
         ]

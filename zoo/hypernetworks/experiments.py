@@ -346,8 +346,8 @@ def _alignment(model, family, adapted_test, latents):
     templates = ops.convert_to_numpy(layer.kernel_generator.output_kernel)
     dim = model.network.embedding_dim
     embeddings = adapted_test[:, :dim]  # first layer's embedding
-    normalized = embeddings * np.sqrt(dim) / np.maximum(
-        np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-6)
+    normalized = ops.convert_to_numpy(layer.kernel_generator.normalize(
+        ops.convert_to_tensor(embeddings, "float32"))).astype(np.float64)
     # z ~ u F: least squares (ridge 1e-3) from normalised embeddings.
     latent_map = np.linalg.solve(
         normalized.T @ normalized + 1e-3 * np.eye(dim), normalized.T @ latents)

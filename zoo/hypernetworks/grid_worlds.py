@@ -101,9 +101,9 @@ import itertools
 
 import numpy as np
 
+from zoo.hypernetworks.hyperteacher import SPLITS, check_choice, check_int
 from zoo.hypernetworks.task_batch import TaskBatch
 
-SPLITS = ("train", "test", "ood")
 
 #: The authors' 7 x 7 preference room ("w" wall, " " free).
 PREFERENCES_LAYOUT = (
@@ -120,19 +120,6 @@ PREFERENCES_LAYOUT = (
 MOVE_OFFSETS = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])
 
 
-def _check_int(value, name, minimum=1, maximum=None):
-    """`int(value)` after checking `minimum <= value <= maximum`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"`{name}` must be an integer {allowed}; got {value!r}.")
-    return int(value)
-
-
 def _check_fraction(value, name):
     if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
         raise ValueError(f"`{name}` must be a number in (0, 1); got {value!r}.")
@@ -140,11 +127,10 @@ def _check_fraction(value, name):
 
 
 def _check_sample_args(split, num_tasks, support_shots, query_shots, rng):
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}; got {split!r}.")
-    _check_int(num_tasks, "num_tasks")
-    _check_int(support_shots, "support_shots")
-    _check_int(query_shots, "query_shots")
+    check_choice(split, "split", SPLITS)
+    check_int(num_tasks, "num_tasks")
+    check_int(support_shots, "support_shots")
+    check_int(query_shots, "query_shots")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(
             f"`rng` must be a np.random.Generator; got {type(rng).__name__}."
@@ -242,15 +228,15 @@ class PreferencesGridWorld:
         layout=PREFERENCES_LAYOUT,
         seed=0,
     ):
-        self.num_preferences = _check_int(num_preferences, "num_preferences", 2)
-        self.num_colours = _check_int(num_colours, "num_colours")
-        self.max_active = _check_int(
+        self.num_preferences = check_int(num_preferences, "num_preferences", 2)
+        self.num_colours = check_int(num_colours, "num_colours")
+        self.max_active = check_int(
             max_active, "max_active", 1, self.num_preferences
         )
         if not 0.0 <= discount <= 1.0:
             raise ValueError(f"`discount` must be in [0, 1]; got {discount!r}.")
         self.discount = float(discount)
-        self.horizon = _check_int(horizon, "horizon")
+        self.horizon = check_int(horizon, "horizon")
         self.ood_fraction = _check_fraction(ood_fraction, "ood_fraction")
         self.continuous_combinations = bool(continuous_combinations)
         self.seed = seed
@@ -258,7 +244,7 @@ class PreferencesGridWorld:
         self.walls = _parse_layout(layout)
         self.free_cells = np.argwhere(~self.walls)  # (F, 2) row, col
         num_free = len(self.free_cells)
-        self.num_objects = _check_int(
+        self.num_objects = check_int(
             num_objects, "num_objects", 1, min(num_free - 1, 10)
         )
         # _move_cells[f, a]: free-cell index after action a from free cell f
@@ -337,7 +323,7 @@ class PreferencesGridWorld:
         >>> np.round(q[0, 0, 1].astype(float), 3).tolist()  # stay up right down left
         [0.81, 0.81, 0.9, 0.81, 0.81]
         """
-        horizon = self.horizon if horizon is None else _check_int(horizon, "horizon")
+        horizon = self.horizon if horizon is None else check_int(horizon, "horizon")
         reward, next_state = self._transitions(
             object_cells, object_colours, colour_rewards
         )
@@ -640,13 +626,13 @@ class GoalsGridWorld:
         ood_fraction=0.25,
         seed=0,
     ):
-        self.grid_size = _check_int(grid_size, "grid_size", 7)
+        self.grid_size = check_int(grid_size, "grid_size", 7)
         if grid_size % 2 != 1:
             raise ValueError(f"`grid_size` must be odd; got {grid_size}.")
-        self.num_mazes = _check_int(num_mazes, "num_mazes")
-        self.num_objects = _check_int(num_objects, "num_objects", 2)
-        self.num_interactions = _check_int(num_interactions, "num_interactions")
-        self.num_distractors = _check_int(num_distractors, "num_distractors", 0)
+        self.num_mazes = check_int(num_mazes, "num_mazes")
+        self.num_objects = check_int(num_objects, "num_objects", 2)
+        self.num_interactions = check_int(num_interactions, "num_interactions")
+        self.num_distractors = check_int(num_distractors, "num_distractors", 0)
         self.ood_fraction = _check_fraction(ood_fraction, "ood_fraction")
         self.seed = seed
         self.factor_sizes = (

@@ -3,6 +3,7 @@
     from layers import SkillLoRADense, MintLayer, SoftModularBlock, HyperDense
 """
 
+from layers.cross_stitch import CrossStitch
 from layers.film_layer import FiLMLayer
 from layers.hyper_dense import HyperDense, HyperGenerator, HyperMLP
 from layers.mint_layer import MintLayer
@@ -18,8 +19,10 @@ from layers.soft_modular_block import (
     OutputUnitsUniform,
     SoftModularBlock,
 )
+from layers.task_dense import TaskDense
 
 __all__ = [
+    "CrossStitch",
     "FiLMLayer",
     "HyperDense",
     "HyperGenerator",
@@ -30,6 +33,7 @@ __all__ = [
     "SkillLoRADense",
     "SkillLoRAEinsumDense",
     "SoftModularBlock",
+    "TaskDense",
     "current_task_ids",
     "skill_allocation_metrics",
     "task_context",

@@ -9,7 +9,8 @@ def test_public_names_resolve_and_layers_are_keras_layers():
     for name in layers.__all__:
         assert hasattr(layers, name), name
     for cls in (layers.SkillLoRADense, layers.SkillLoRAEinsumDense, layers.MintLayer,
-                layers.FiLMLayer, layers.SoftModularBlock, layers.HyperDense):
+                layers.FiLMLayer, layers.SoftModularBlock, layers.HyperDense,
+                layers.TaskDense, layers.CrossStitch):
         assert issubclass(cls, keras.layers.Layer)
         assert keras.saving.get_registered_name(cls).startswith("modular_zoo>")
 
@@ -34,6 +35,9 @@ outputs = [
     layers.HyperDense(3, embedding_dim=4, num_tasks=2)(x, ids),
     layers.SoftModularBlock(2, 2, 8, num_tasks=2, routing_units=8,
                             observation_embedding_units=8)(x, ids),
+    layers.TaskDense(3, num_tasks=2)(x, ids),
+    layers.TaskDense(3, num_tasks=2)(x),
+    layers.CrossStitch(num_tasks=2)(x.reshape(4, 2, 3)),
 ]
 import sys
 assert not any(m.split(".")[0] in ("training", "zoo") for m in sys.modules)
@@ -44,4 +48,4 @@ print([tuple(o.shape) for o in outputs])
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == (
-        "[(4, 6), (4, 6), (4, 3), (4, 3), (4, 8)]")
+        "[(4, 6), (4, 6), (4, 3), (4, 3), (4, 8), (4, 3), (4, 2, 3), (4, 2, 3)]")

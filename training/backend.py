@@ -709,3 +709,18 @@ def run_test_step(model, *args):
             )
         return logs, (state.trainable, state.non_trainable, state.metrics)
     return _run_eager_or_graph(model, args[0], training=False)
+
+
+def keep_tensorflow_off_accelerators():
+    """Hides the GPUs from TensorFlow when it only feeds `tf.data` pipelines
+    (JAX and torch backends), so that it does not reserve the accelerator
+    memory the model needs. A no-op on the TensorFlow backend, and once
+    TensorFlow has initialised its devices."""
+    if keras.backend.backend() == "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow has started already: leave it.
+        pass

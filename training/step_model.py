@@ -55,6 +55,15 @@ from keras.src.models.model import functional_init_arguments  # noqa: E402
 _FUNCTIONAL_VARIANTS = {}
 
 
+def _is_functional_call(args, kwargs):
+    """`Model(inputs, outputs)` with symbolic inputs (NOTE 1); a subclass
+    whose own constructor takes two positional values is not one."""
+    if not functional_init_arguments(args, kwargs):
+        return False
+    inputs = args[0] if args else kwargs.get("inputs")
+    return any(isinstance(t, keras.KerasTensor) for t in tree.flatten(inputs))
+
+
 def _batch_size(x):
     return keras.ops.shape(next(t for t in tree.flatten(x) if t is not None))[0]
 
@@ -127,7 +136,7 @@ class StepModel(keras.Model):
     donate_state = False
 
     def __new__(cls, *args, **kwargs):
-        if functional_init_arguments(args, kwargs) and not issubclass(
+        if _is_functional_call(args, kwargs) and not issubclass(
             cls, _Functional
         ):  # NOTE 1
             if cls is StepModel:

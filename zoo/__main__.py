@@ -3,7 +3,8 @@
 The backend is chosen with `--backend` (or KERAS_BACKEND) before keras is
 imported, so this module imports nothing from keras at the top level. Bad
 values (an unknown experiment, `--epochs -1`, a backend or extra that is not
-installed) end with one line on stderr and exit status 2, never a traceback.
+installed, a dataset that is not in its data directory) end with one line on
+stderr and exit status 2, never a traceback.
 """
 
 import argparse
@@ -14,6 +15,7 @@ import time
 
 from zoo.extras import (
     BACKEND_EXTRAS,
+    MissingDataError,
     MissingExtraError,
     require,
     require_backend,
@@ -40,6 +42,21 @@ def _number_type(convert, minimum, inclusive, what):
 positive_int = _number_type(int, 1, True, "a positive integer")
 non_negative_int = _number_type(int, 0, True, "an integer >= 0")
 positive_float = _number_type(float, 0.0, False, "a positive number")
+
+
+def comma_list(choices, what):
+    """An argparse type: a comma-separated list of `what` from `choices`."""
+    def parse(text):
+        values = [value.strip() for value in text.split(",") if value.strip()]
+        unknown = [value for value in values if value not in choices]
+        if not values or unknown:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {what} from "
+                f"{', '.join(choices)}, got {text!r}")
+        return values
+
+    parse.__name__ = f"list of {what}"
+    return parse
 
 
 def _parser():
@@ -101,7 +118,10 @@ def main(argv=None):
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     start = time.time()
-    results = experiment.run(args)
+    try:
+        results = experiment.run(args)
+    except (MissingDataError, MissingExtraError) as error:
+        parser.exit(2, f"error: {error}\n")
     print(json.dumps({
         "experiment": args.experiment,
         "backend": backend,

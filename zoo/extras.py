@@ -25,6 +25,11 @@ class MissingExtraError(ImportError):
     """An optional dependency is missing; the message names the extra."""
 
 
+class MissingDataError(FileNotFoundError):
+    """A dataset is not where it was looked for; the message says how to get
+    it. The runner prints it as one line (exit status 2)."""
+
+
 def require(module, extra, feature):
     """Raises `MissingExtraError` unless `module` can be imported.
 

@@ -84,18 +84,6 @@ def make_task_family(task, support, seed, num_modules=None):
             else GoalsGridWorld)(seed=seed)
 
 
-def _list_option(text, choices, what):
-    import argparse
-
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [v for v in values if v not in choices]
-    if not values or unknown:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of {what} from "
-            f"{', '.join(choices)}, got {text!r}")
-    return values
-
-
 class MetaLearningExperiment:
     """One registered experiment (`task` is a key of `_TASKS`)."""
 
@@ -106,17 +94,17 @@ class MetaLearningExperiment:
         self.DESCRIPTION = _TASKS[task]["description"]
 
     def add_arguments(self, parser):
-        from zoo.__main__ import non_negative_int, positive_int
+        from zoo.__main__ import comma_list, non_negative_int, positive_int
 
         info = _TASKS[self.task]
         supports = info["supports"]
         parser.add_argument(
             "--models", default=info.get("default_models", ",".join(MODELS)),
-            type=lambda t: _list_option(t, MODELS, "models"),
+            type=comma_list(MODELS, "models"),
             help=f"comma-separated, from {', '.join(MODELS)}")
         parser.add_argument(
             "--supports", default=info["default_supports"],
-            type=lambda t: _list_option(t, supports, "supports"),
+            type=comma_list(supports, "supports"),
             help=f"comma-separated, from {', '.join(supports)}")
         parser.add_argument(
             "--outer-steps", type=positive_int, default=None,

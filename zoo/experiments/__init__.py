@@ -16,6 +16,8 @@ EXPERIMENTS = {
     "teacher-student": "zoo.hypernetworks.experiments:TEACHER_STUDENT",
     "grid-preferences": "zoo.hypernetworks.experiments:GRID_PREFERENCES",
     "grid-goals": "zoo.hypernetworks.experiments:GRID_GOALS",
+    "mint-offline": "zoo.mint.experiments:MINT_OFFLINE",
+    "mint-cifar100": "zoo.mint.experiments:MINT_CIFAR100",
 }
 DEFAULT_EXPERIMENT = "hyperteacher"
 

@@ -17,6 +17,7 @@ from zoo.extras import (
     BACKEND_EXTRAS,
     MissingDataError,
     MissingExtraError,
+    UsageError,
     require,
     require_backend,
 )
@@ -120,7 +121,7 @@ def main(argv=None):
     start = time.time()
     try:
         results = experiment.run(args)
-    except (MissingDataError, MissingExtraError) as error:
+    except (MissingDataError, MissingExtraError, UsageError) as error:
         parser.exit(2, f"error: {error}\n")
     print(json.dumps({
         "experiment": args.experiment,

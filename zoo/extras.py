@@ -25,6 +25,11 @@ class MissingExtraError(ImportError):
     """An optional dependency is missing; the message names the extra."""
 
 
+class UsageError(ValueError):
+    """A bad combination of command-line values, or an output directory that
+    holds another run; the runner prints it as one line (exit status 2)."""
+
+
 class MissingDataError(FileNotFoundError):
     """A dataset is not where it was looked for; the message says how to get
     it. The runner prints it as one line (exit status 2)."""

@@ -240,3 +240,24 @@ def test_data_parallel_on_two_virtual_devices_matches_one_device():
     np.testing.assert_allclose(parallel_loss, single_loss, rtol=1e-5)
     for a, b in zip(parallel_weights, single_weights, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_two_positional_values_of_a_subclass_are_not_functional_arguments():
+    """StepModel NOTE 1: only symbolic (inputs, outputs) make a functional
+    model; a subclass whose constructor takes two plain values is built as
+    itself."""
+
+    class TwoSizes(StepModel):
+        def __init__(self, width, depth, **kwargs):
+            super().__init__(**kwargs)
+            self.width, self.depth = width, depth
+            self.dense = keras.layers.Dense(width)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    model = TwoSizes(3, 2)
+    assert type(model) is TwoSizes and (model.width, model.depth) == (3, 2)
+    inputs = keras.Input((4,))
+    functional = StepModel(inputs, keras.layers.Dense(2)(inputs))
+    assert isinstance(functional, keras.src.models.functional.Functional)

@@ -112,3 +112,37 @@ def test_task_conditioned_mlp_rejects_out_of_range_ids():
     model = TaskConditionedMLP(num_tasks=2, output_dim=1)
     with pytest.raises(ValueError, match="out of range"):
         model((np.zeros((2, 3), "float32"), np.array([0, 2], "int32")))
+
+
+def test_listing_experiments_imports_no_framework():
+    """`python -m zoo list` (and building every experiment's options) must
+    not import keras or TensorFlow: the backend is chosen afterwards."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from zoo.__main__ import _parser\n"
+            "_parser()\n"
+            "import zoo.mint, zoo.mint.experiments, zoo.hypernetworks.experiments\n"
+            "loaded = [m for m in ('keras', 'tensorflow', 'jax', 'torch', "
+            "'tensorflow_datasets', 'sklearn') if m in sys.modules]\n"
+            "print(loaded)\n")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, check=True).stdout
+    assert output.strip() == "[]"
+
+
+def test_missing_data_is_one_line(monkeypatch, capsys):
+    """An experiment whose data is missing ends with one line, exit 2."""
+    from zoo.experiments import synthetic_multitask
+    from zoo.extras import MissingDataError
+
+    def no_data(args):
+        raise MissingDataError("the data is not in DIR; get it with CMD")
+
+    monkeypatch.setattr(synthetic_multitask, "run", no_data)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "synthetic-multitask", "--backend", keras.backend.backend(),
+              "--output-dir", ""])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: the data is not in DIR; get it with CMD\n"

@@ -213,6 +213,8 @@ def _completed_epochs(backup_dir):
     # Keras internal: BackupAndRestore keeps the last finished epoch in
     # `training_metadata.json` (keras 3.15); used only to continue the
     # sequence of meta-batches of a resumed run.
+    if not backup_dir:
+        return 0
     try:
         with open(os.path.join(backup_dir, "training_metadata.json")) as f:
             return int(json.load(f)["epoch"]) + 1
@@ -222,15 +224,16 @@ def _completed_epochs(backup_dir):
 
 def train_and_evaluate(family, config, args, run_dir):
     """Trains one preset on one task family; returns (result, history)."""
-    import keras
-
     from zoo.hypernetworks.metrics import linear_decodability
     from zoo.hypernetworks.presets import build_meta_learner
+    from zoo.runs import RunDirectory
 
-    result_file = os.path.join(run_dir, "result.json") if run_dir else ""
-    if result_file and os.path.exists(result_file):  # finished before
-        with open(result_file) as f:
-            saved = json.load(f)
+    run = RunDirectory(run_dir, {
+        "preset": config, "first_order": args.first_order,
+        "eval_every": args.eval_every, "eval_tasks": args.eval_tasks,
+        "seed": args.seed, "num_modules": args.num_modules})
+    saved = run.finished()
+    if saved is not None:  # finished before
         return saved["result"], saved["history"]
     data = config["data"]
     model = build_meta_learner(config, family.output_dim, family.loss,
@@ -246,17 +249,8 @@ def train_and_evaluate(family, config, args, run_dir):
     model.build({k: v.shape for k, v in fixed["test"].as_inputs().items()})
     steps_per_epoch = min(args.eval_every, data["outer_steps"])
     epochs = max(1, data["outer_steps"] // steps_per_epoch)
-    callbacks = [OODEvaluation(fixed["ood"], eval_tasks)]
-    start = 0
-    if run_dir:
-        os.makedirs(run_dir, exist_ok=True)
-        backup = os.path.join(run_dir, "backup")
-        start = _completed_epochs(backup) * steps_per_epoch
-        callbacks += [
-            keras.callbacks.BackupAndRestore(backup),
-            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"),
-                                      append=True),
-        ]
+    callbacks = [OODEvaluation(fixed["ood"], eval_tasks), *run.callbacks()]
+    start = _completed_epochs(run.backup_dir) * steps_per_epoch
     train = MetaBatches(family, "train", data["meta_batch"],
                         data["support_shots"], data["query_shots"],
                         seed=args.seed, start=start)
@@ -286,11 +280,7 @@ def train_and_evaluate(family, config, args, run_dir):
         result["module_alignment"] = round(_alignment(
             model, family, adapted["test"], fixed["test"].latents), 4)
     curve = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    if result_file:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(result_file, "w") as f:
-            json.dump({"result": result, "history": curve}, f)
-        model.save(os.path.join(run_dir, "model.keras"))
+    run.write({"result": result, "history": curve}, model)
     return result, curve
 
 

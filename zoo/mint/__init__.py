@@ -23,12 +23,15 @@ _LAZY = {
     "check_coarse_labels": "zoo.mint.cifar100",
     "split_fine_labels": "zoo.mint.cifar100",
     "FINE_TO_COARSE": "zoo.mint.cifar100",
+    "TASK_FINE_LABELS": "zoo.mint.cifar100",
+    "CIFAR100NotFoundError": "zoo.mint.cifar100",
     "make_digit_tasks": "zoo.mint.digits",
     "DigitTasks": "zoo.mint.digits",
     "MultiTaskClassifier": "zoo.mint.networks",
     "from_preset": "zoo.mint.presets",
     "save_to_preset": "zoo.mint.presets",
     "PRESETS": "zoo.mint.presets",
+    "get_preset": "zoo.mint.presets",
 }
 
 __all__ = sorted([*_LAZY, "MODELS"])

@@ -13,16 +13,21 @@ Each trains every model of `--models` (default: all of
 `networks.MODELS`) for `--seeds` seeds with `model.fit` (Adam, cross
 entropy), then prints a table of mean test accuracy (mean and standard
 deviation over seeds) with parameter counts, and a per-task table. In
-`--output-dir` each (model, seed) run keeps its `history.csv`, its trained
-model (`model.keras` and a preset directory `preset/`) and `result.json`;
-the experiment writes `results.md` and `results.json`. An interrupted run
-resumes: a run trains under `keras.callbacks.BackupAndRestore` (it restarts
-from its last finished epoch), finished runs are read back.
+`--output-dir` each (preset, model, seed) run keeps its `history.csv`, its
+trained model (`model.keras` and a preset directory `preset/`) and
+`result.json` (`zoo/runs.py`); the experiment writes `results.md` and
+`results.json`. An interrupted run resumes from its last finished epoch
+(`keras.callbacks.BackupAndRestore`), finished runs are read back, and a
+run directory of another configuration is refused. On CIFAR-100 the
+fine-to-coarse table is first checked against the dataset's own coarse
+labels (`--skip-label-check` skips it; tfds mock data needs that).
 """
 
 import json
 import os
 import time
+
+from zoo.extras import UsageError
 
 _EXPERIMENTS = {
     "mint-offline": {
@@ -82,6 +87,9 @@ class SupervisedMintExperiment:
                                 help="let tfds download CIFAR-100 (internet)")
             parser.add_argument("--augment", action="store_true",
                                 help="random flips and crops in training")
+            parser.add_argument("--skip-label-check", action="store_true",
+                                help="do not compare the fine-to-coarse table "
+                                     "with the dataset's coarse labels")
         else:
             parser.add_argument("--num-tasks", type=positive_int, default=None,
                                 help="digit tasks (default: the preset's 10)")
@@ -98,7 +106,8 @@ class SupervisedMintExperiment:
         results = {}
         for model_name in args.models:
             for seed in range(args.seed, args.seed + args.seeds):
-                run_dir = (os.path.join(args.output_dir, model_name, f"seed_{seed}")
+                run_dir = (os.path.join(args.output_dir, args.preset, model_name,
+                                        f"seed_{seed}")
                            if args.output_dir else "")
                 results.setdefault(model_name, {})[seed] = train_and_evaluate(
                     model_name, args.preset, data, training, seed, args, run_dir)
@@ -114,33 +123,47 @@ class SupervisedMintExperiment:
         return summary
 
     def _data(self, args, preset, training):
-        """{"train": fit data, "test": [(inputs, targets) batches], "num_tasks"}."""
+        """{"train": seed -> fit data, "test": batches, "num_tasks", "source"}."""
         if self.name == "mint-cifar100":
-            from zoo.mint.cifar100 import NUM_TASKS, load_cifar100_tasks
+            from zoo.mint.cifar100 import (
+                NUM_TASKS,
+                check_coarse_labels,
+                load_cifar100_tasks,
+            )
 
-            def load(split, shuffle, augment):
+            def load(split, shuffle, augment, seed):
                 return load_cifar100_tasks(
                     split=split, batch_size=training["batch_size"],
-                    data_dir=args.data_dir, shuffle=shuffle, seed=args.seed,
+                    data_dir=args.data_dir, shuffle=shuffle, seed=seed,
                     download=args.download, augment=augment)
 
-            return {"train": load("train", True, args.augment),
-                    "test": load("test", False, False),
-                    "num_tasks": NUM_TASKS}
+            test = load("test", False, False, 0)  # fails first without data
+            if not args.skip_label_check:
+                check_coarse_labels("train", data_dir=args.data_dir)
+            return {
+                # Each run shuffles (and augments) with its own seed, so its
+                # data order does not depend on the runs before it.
+                "train": lambda seed: load("train", True, args.augment, seed),
+                "test": test,
+                "num_tasks": NUM_TASKS,
+                "source": {"dataset": "cifar100", "augment": args.augment},
+            }
         from zoo.mint.digits import make_digit_tasks
 
         num_tasks = args.num_tasks or preset["network"]["num_tasks"]
+        if num_tasks < 2:
+            raise UsageError(f"--num-tasks must be >= 2 (multi-task); got {num_tasks}.")
         tasks = make_digit_tasks(num_tasks=num_tasks,
                                  num_classes=preset["network"]["num_classes"],
                                  seed=args.seed)
         (train_x, train_t, train_y), (test_x, test_t, test_y) = tasks.train, tasks.test
-        batch = training["batch_size"]
+        chunk = 1024
         return {
-            "train": ((train_x, train_t), train_y),
-            "test": [((test_x[i:i + 1024], test_t[i:i + 1024]), test_y[i:i + 1024])
-                     for i in range(0, len(test_y), 1024)],
+            "train": lambda seed: ((train_x, train_t), train_y),
+            "test": [((test_x[i:i + chunk], test_t[i:i + chunk]), test_y[i:i + chunk])
+                     for i in range(0, len(test_y), chunk)],
             "num_tasks": num_tasks,
-            "batch_size": batch,
+            "source": {"dataset": "digits", "data_seed": args.seed},
         }
 
 
@@ -150,11 +173,14 @@ def train_and_evaluate(model_name, preset, data, training, seed, args, run_dir):
     import numpy as np
 
     from zoo.mint.presets import from_preset, save_to_preset
+    from zoo.runs import RunDirectory
 
-    result_file = os.path.join(run_dir, "result.json") if run_dir else ""
-    if result_file and os.path.exists(result_file):  # finished before
-        with open(result_file) as f:
-            return json.load(f)
+    run = RunDirectory(run_dir, {
+        "preset": preset, "model": model_name, "seed": seed,
+        "training": training, "num_tasks": data["num_tasks"], **data["source"]})
+    finished = run.finished()
+    if finished is not None:
+        return finished
     keras.utils.set_random_seed(seed)
     model = from_preset(preset, model=model_name, num_tasks=data["num_tasks"])
     model.compile(
@@ -162,25 +188,17 @@ def train_and_evaluate(model_name, preset, data, training, seed, args, run_dir):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    callbacks = []
-    if run_dir:
-        os.makedirs(run_dir, exist_ok=True)
-        callbacks += [
-            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
-            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"),
-                                      append=True),
-        ]
     if args.verbose:
         print(f"[{model_name} seed {seed}] {model.count_params():,} parameters",
               flush=True)
+    train = data["train"](seed)
+    fit = dict(epochs=training["epochs"], callbacks=run.callbacks(),
+               verbose=args.verbose)
     began = time.time()
-    if isinstance(data["train"], tuple):  # arrays: (inputs, targets)
-        model.fit(*data["train"], batch_size=data["batch_size"],
-                  epochs=training["epochs"], shuffle=True,
-                  callbacks=callbacks, verbose=args.verbose)
-    else:
-        model.fit(data["train"], epochs=training["epochs"],
-                  callbacks=callbacks, verbose=args.verbose)
+    if isinstance(train, tuple):  # arrays: (inputs, targets)
+        model.fit(*train, batch_size=training["batch_size"], shuffle=True, **fit)
+    else:  # a tf.data pipeline, shuffled by itself
+        model.fit(train, shuffle=False, **fit)
     seconds = time.time() - began
     correct = np.zeros(data["num_tasks"])
     counts = np.zeros(data["num_tasks"])
@@ -190,7 +208,10 @@ def train_and_evaluate(model_name, preset, data, training, seed, args, run_dir):
         task_ids = np.asarray(inputs[1])
         np.add.at(counts, task_ids, 1)
         np.add.at(correct, task_ids, predictions == np.asarray(targets))
-    per_task = (correct / np.maximum(counts, 1)).tolist()
+    # A task without test examples (possible on tfds mock data) has no
+    # accuracy (None), not 0.
+    per_task = [round(float(c / n), 4) if n else None
+                for c, n in zip(correct, counts)]
     result = {
         "model": model_name,
         "seed": seed,
@@ -198,13 +219,10 @@ def train_and_evaluate(model_name, preset, data, training, seed, args, run_dir):
         "epochs": training["epochs"],
         "train_seconds": round(seconds, 1),
         "test_accuracy": round(float(correct.sum() / counts.sum()), 4),
-        "per_task_accuracy": [round(a, 4) for a in per_task],
+        "per_task_accuracy": per_task,
     }
-    if result_file:
-        model.save(os.path.join(run_dir, "model.keras"))
-        save_to_preset(model, os.path.join(run_dir, "preset"), training=training)
-        with open(result_file, "w") as f:
-            json.dump(result, f, indent=2)
+    run.write(result, model, preset=lambda path: save_to_preset(
+        model, path, training=training))
     return result
 
 
@@ -223,17 +241,24 @@ def summarise(results):
     summary = {}
     for model_name, runs in results.items():
         accuracies = [run["test_accuracy"] for run in runs.values()]
-        per_task = np.mean([run["per_task_accuracy"] for run in runs.values()], axis=0)
+        per_seed = np.array([run["per_task_accuracy"] for run in runs.values()],
+                            dtype=float)  # None (no test example) -> nan
+        measured = np.sum(~np.isnan(per_seed), axis=0)
+        per_task = np.where(measured > 0, np.nansum(per_seed, axis=0)
+                            / np.maximum(measured, 1), np.nan)
         any_run = next(iter(runs.values()))
         summary[model_name] = {
             "test_accuracy_mean": round(float(np.mean(accuracies)), 4),
-            "test_accuracy_std": round(float(np.std(accuracies)), 4),
+            # The sample standard deviation over seeds (0 for one seed).
+            "test_accuracy_std": round(float(
+                np.std(accuracies, ddof=1) if len(accuracies) > 1 else 0.0), 4),
             "seeds": sorted(int(seed) for seed in runs),
             "parameters": any_run["parameters"],
             "epochs": any_run["epochs"],
             "train_seconds_mean": round(float(np.mean(
                 [run["train_seconds"] for run in runs.values()])), 1),
-            "per_task_accuracy": [round(float(a), 4) for a in per_task],
+            "per_task_accuracy": [None if np.isnan(a) else round(float(a), 4)
+                                  for a in per_task],
         }
     return summary
 
@@ -255,8 +280,9 @@ def results_table(experiment, preset, summary):
               "|---|" + "---|" * len(models)]
     num_tasks = len(next(iter(summary.values()))["per_task_accuracy"])
     for task in range(num_tasks):
+        cells = [summary[m]["per_task_accuracy"][task] for m in models]
         lines.append(f"| {task} | " + " | ".join(
-            f"{summary[m]['per_task_accuracy'][task]:.3f}" for m in models) + " |")
+            "-" if cell is None else f"{cell:.3f}" for cell in cells) + " |")
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ def test_mint_beats_multi_head_on_permuted_digits(tmp_path, capsys):
             > results["1-fc"]["test_accuracy_mean"] + 0.01)
     # The printed tables: one row per model, then one per task.
     assert "| mint | " in printed and "| 9 | " in printed
-    assert (tmp_path / "mint" / "seed_0" / "model.keras").exists()
+    assert (tmp_path / "digits" / "mint" / "seed_0" / "model.keras").exists()
     assert (tmp_path / "results.md").exists()
 
 
@@ -46,7 +46,7 @@ def test_cross_stitch_and_independent_train_and_resume(tmp_path, capsys):
         assert len(result["per_task_accuracy"]) == 4
     # A finished run is read back, not retrained; its saved model predicts
     # what the result says.
-    run_dir = tmp_path / "independent" / "seed_0"
+    run_dir = tmp_path / "digits" / "independent" / "seed_0"
     saved = json.loads((run_dir / "result.json").read_text())
     again, _ = run_offline(tmp_path, capsys, "--models", "independent",
                            "--seeds", "1", "--epochs", "2", "--num-tasks", "4")
@@ -74,13 +74,33 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, capsys):
         patch.setattr(keras.Model, "fit", fit_once_interrupted)
         with pytest.raises(KeyboardInterrupt):
             run_offline(tmp_path, capsys, *options)
-    run_dir = tmp_path / "mint" / "seed_0"
+    run_dir = tmp_path / "digits" / "mint" / "seed_0"
     assert not (run_dir / "result.json").exists()
     report, _ = run_offline(tmp_path, capsys, *options)
     epochs = [line.split(",")[0] for line in
               (run_dir / "history.csv").read_text().strip().splitlines()[1:]]
     assert epochs == ["0", "1"]
     assert report["results"]["mint"]["epochs"] == 2
+
+
+def test_output_dir_of_another_configuration_is_refused(tmp_path, capsys):
+    """A finished run is not read back for another configuration (here
+    another number of epochs): one line, exit 2, nothing mixed."""
+    options = ("--models", "1-fc", "--seeds", "1", "--num-tasks", "2")
+    run_offline(tmp_path, capsys, *options, "--epochs", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        run_offline(tmp_path, capsys, *options, "--epochs", "2")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds a run with another configuration (differs in training)" in err
+
+
+def test_single_task_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "mint-offline", "--backend", keras.backend.backend(),
+              "--num-tasks", "1", "--models", "cross-stitch", "--output-dir", ""])
+    assert exit_info.value.code == 2
+    assert "--num-tasks must be >= 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("experiment, option, value", [
@@ -119,6 +139,7 @@ def test_cifar100_runs_on_mock_data(tmp_path, capsys):
     with tfds.testing.mock_data(num_examples=64):
         assert main(["run", "mint-cifar100", "--backend", keras.backend.backend(),
                      "--models", "mint,1-fc", "--epochs", "1", "--batch-size", "32",
+                     "--skip-label-check",
                      "--verbose", "0", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     results = json.loads(out[out.index("{\n"):])["results"]

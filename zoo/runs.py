@@ -1,0 +1,98 @@
+"""Resumable experiment runs: one directory per run, shared by the families.
+
+A run directory holds
+
+    run_config.json   the configuration the run was started with
+    backup/           keras.callbacks.BackupAndRestore (while it trains)
+    history.csv       one line per finished epoch (keras.callbacks.CSVLogger)
+    model.keras       the trained model
+    result.json       written last: the run is finished
+
+so that a run killed at any point restarts from its last finished epoch, a
+finished run is read back instead of retrained, and a directory that holds
+a run of another configuration is refused (one line on the command line)
+rather than mixed with this one.
+"""
+
+import json
+import os
+
+from zoo.extras import UsageError
+
+_CONFIG_FILE = "run_config.json"
+_RESULT_FILE = "result.json"
+
+
+def _normalised(config):
+    """The JSON form of a config (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(config, sort_keys=True))
+
+
+class RunDirectory:
+    """The files of one run; `path=""` disables saving (nothing is kept).
+
+    Args:
+        path: the run's directory, or "" for a run that keeps nothing.
+        config: a JSON-serialisable dict: everything that determines the
+            run (network, training, data and seed). A directory started
+            with another config raises `UsageError`.
+    """
+
+    def __init__(self, path, config):
+        self.path = path
+        self.config = _normalised(config)
+        if not path:
+            return
+        config_file = os.path.join(path, _CONFIG_FILE)
+        if os.path.exists(config_file):
+            with open(config_file) as file:
+                saved = json.load(file)
+            if saved != self.config:
+                changed = sorted(
+                    key for key in set(saved) | set(self.config)
+                    if saved.get(key) != self.config.get(key))
+                raise UsageError(
+                    f"{path} holds a run with another configuration (differs "
+                    f"in {', '.join(changed)}); choose another --output-dir "
+                    "or delete it.")
+        else:
+            os.makedirs(path, exist_ok=True)
+            with open(config_file, "w") as file:
+                json.dump(self.config, file, indent=2)
+
+    @property
+    def backup_dir(self):
+        return os.path.join(self.path, "backup") if self.path else ""
+
+    def finished(self):
+        """The payload of a finished run (`write`'s), or None."""
+        if not self.path or not os.path.exists(os.path.join(self.path, _RESULT_FILE)):
+            return None
+        with open(os.path.join(self.path, _RESULT_FILE)) as file:
+            return json.load(file)
+
+    def callbacks(self):
+        """BackupAndRestore and a CSV history (continued on resume, started
+        afresh when there is no backup to resume from)."""
+        import keras
+
+        if not self.path:
+            return []
+        resuming = os.path.isdir(self.backup_dir)
+        return [
+            keras.callbacks.BackupAndRestore(self.backup_dir),
+            keras.callbacks.CSVLogger(os.path.join(self.path, "history.csv"),
+                                      append=resuming),
+        ]
+
+    def write(self, payload, model=None, **artifacts):
+        """Saves `model` (`model.keras`), then calls each `artifacts` value
+        with its path (`name=fn`), then writes `payload` as result.json."""
+        if not self.path:
+            return
+        if model is not None:
+            model.save(os.path.join(self.path, "model.keras"))
+        for name, save in artifacts.items():
+            save(os.path.join(self.path, name))
+        with open(os.path.join(self.path, _RESULT_FILE), "w") as file:
+            json.dump(payload, file, indent=2)

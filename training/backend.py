@@ -724,3 +724,22 @@ def keep_tensorflow_off_accelerators():
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # TensorFlow has started already: leave it.
         pass
+
+
+def live_values(model):
+    """`(trainable, non_trainable)` values of `model` as the step sees them
+    now, for acting between steps inside `fit`.
+
+    On JAX, Keras's trainer keeps the state of an epoch in
+    `model._jax_state` (keras 3.15 internal, reference-facts "Keras JAX
+    trainer") and writes it back to the variables only at the end of the
+    epoch; reading it costs nothing, where `jax_state_sync()` would write
+    every variable back and make the next step re-read them. TensorFlow and
+    torch update the variables in place.
+    """
+    state = getattr(model, "_jax_state", None)
+    if keras.backend.backend() == "jax" and state:
+        return (list(state["trainable_variables"]),
+                list(state["non_trainable_variables"]))
+    return ([v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables])

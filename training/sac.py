@@ -174,6 +174,19 @@ class MultiTaskSAC(StepModel):
         action, _ = squashed_gaussian(mean, log_std, noise)
         return action
 
+    def act(self, trainable, non_trainable, observations, task_ids, noise=None):
+        """Actions from given values (the loop's NOTE 1): tanh(mean), or with
+        standard normal `noise` (batch, action_dim) a policy sample."""
+        variables = backend.step_variables(self)
+        with backend.stateless_scope(variables.trainable + variables.non_trainable,
+                                     list(trainable) + list(non_trainable)):
+            mean, log_std = self.actor((ops.convert_to_tensor(observations),
+                                        ops.convert_to_tensor(task_ids, "int32")))
+        if noise is None:
+            return ops.stop_gradient(ops.tanh(mean))
+        action, _ = squashed_gaussian(mean, log_std, ops.convert_to_tensor(noise))
+        return ops.stop_gradient(action)
+
     # -- The step, written once. -------------------------------------------------
     def _groups(self):
         """Positions of each network's variables in the step's lists."""

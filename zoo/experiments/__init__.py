@@ -18,6 +18,8 @@ EXPERIMENTS = {
     "grid-goals": "zoo.hypernetworks.experiments:GRID_GOALS",
     "mint-offline": "zoo.mint.experiments:MINT_OFFLINE",
     "mint-cifar100": "zoo.mint.experiments:MINT_CIFAR100",
+    "mt10": "zoo.metaworld.experiments:MT10",
+    "mt50": "zoo.metaworld.experiments:MT50",
 }
 DEFAULT_EXPERIMENT = "hyperteacher"
 

@@ -146,6 +146,7 @@ class MultiTaskSAC(StepModel):
             name="log_alpha", shape=(self.num_tasks,),
             initializer=keras.initializers.Constant(self.initial_log_alpha))
         self._critic_serialized = keras.saving.serialize_keras_object(critic)
+        self._variable_groups = None
         self.build_networks()
 
     def build_networks(self):
@@ -189,21 +190,23 @@ class MultiTaskSAC(StepModel):
 
     # -- The step, written once. -------------------------------------------------
     def _groups(self):
-        """Positions of each network's variables in the step's lists."""
-        variables = backend.step_variables(self)
-        trainable_ids = [id(v) for v in variables.trainable]
-        non_trainable_ids = [id(v) for v in variables.non_trainable]
-        critics, targets = [], []
-        for critic, target in zip(self.critics, self.target_critics, strict=True):
-            pairs = [(source, copy) for source, copy in zip(
-                critic.weights, target.weights, strict=True) if source.trainable]
-            critics.append([trainable_ids.index(id(s)) for s, _ in pairs])
-            targets.append([non_trainable_ids.index(id(t)) for _, t in pairs])
-        return {
-            "critics": critics,
-            "targets": targets,
-            "log_alpha": trainable_ids.index(id(self.log_alpha)),
-        }
+        """Positions of each network's variables in the step's lists
+        (fixed once the networks are built; computed on first use)."""
+        if self._variable_groups is None:
+            variables = backend.step_variables(self)
+            trainable_ids = [id(v) for v in variables.trainable]
+            non_trainable_ids = [id(v) for v in variables.non_trainable]
+            critics, targets = [], []
+            for critic, target in zip(self.critics, self.target_critics, strict=True):
+                pairs = [(source, copy) for source, copy in zip(
+                    critic.weights, target.weights, strict=True) if source.trainable]
+                critics.append(tuple(trainable_ids.index(id(s)) for s, _ in pairs))
+                targets.append(tuple(non_trainable_ids.index(id(t)) for _, t in pairs))
+            # A tuple: Keras does not wrap it in a tracked structure.
+            self._variable_groups = (tuple(critics), tuple(targets),
+                                     trainable_ids.index(id(self.log_alpha)))
+        critics, targets, log_alpha = self._variable_groups
+        return {"critics": critics, "targets": targets, "log_alpha": log_alpha}
 
     def _q_values(self, critics, observations, actions, task_ids):
         return [ops.reshape(critic((observations, actions, task_ids)), (-1,))

@@ -7,7 +7,7 @@ Names are imported lazily so that `python -m zoo --backend ...` can choose
 the Keras backend before keras is first imported.
 """
 
-import importlib
+from zoo.lazy import lazy_attributes
 
 _LAZY = {
     "EXPERIMENTS": "zoo.experiments",
@@ -15,14 +15,5 @@ _LAZY = {
     "TaskConditionedMLP": "zoo.models.task_mlp",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_attributes(
+    "zoo", _LAZY)

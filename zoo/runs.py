@@ -96,3 +96,28 @@ class RunDirectory:
             save(os.path.join(self.path, name))
         with open(os.path.join(self.path, _RESULT_FILE), "w") as file:
             json.dump(payload, file, indent=2)
+
+
+def write_summary(output_dir, table, results):
+    """Writes an experiment's `results.md` (its table) and `results.json`."""
+    if not output_dir:
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "results.md"), "w") as file:
+        file.write(table + "\n")
+    with open(os.path.join(output_dir, "results.json"), "w") as file:
+        json.dump(results, file, indent=2)
+
+
+def pyplot(path):
+    """matplotlib.pyplot on the Agg backend, or None (after saying that
+    `path` is not written) when the `plot` extra is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(no {os.path.basename(path)}: pip install 'modular-zoo[plot]')")
+        return None
+    return plt

@@ -8,7 +8,7 @@ Names are imported lazily so that importing the family (the runner does,
 to list its experiments) does not import keras before the backend is set.
 """
 
-import importlib
+from zoo.lazy import lazy_attributes
 
 _LAZY = {
     "HypernetworkLearner": "zoo.hypernetworks.learners",
@@ -26,16 +26,5 @@ _LAZY = {
     "linear_decodability": "zoo.hypernetworks.metrics",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(
-        f"module 'zoo.hypernetworks' has no attribute {name!r}"
-    )
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_attributes(
+    "zoo.hypernetworks", _LAZY)

@@ -24,6 +24,8 @@ import json
 import os
 import time
 
+from zoo.runs import pyplot, write_summary
+
 DESCRIPTION_HYPERTEACHER = (
     "Modular hypernetworks vs ANIL and MAML on the hyperteacher, "
     "compositional vs non-compositional support (no download; minutes)."
@@ -157,12 +159,8 @@ class MetaLearningExperiment:
                 curves[(support, model_name)] = history
         table = results_table(self.task, results)
         print(table)
+        write_summary(args.output_dir, table, results)
         if args.output_dir:
-            os.makedirs(args.output_dir, exist_ok=True)
-            with open(os.path.join(args.output_dir, "results.md"), "w") as f:
-                f.write(table + "\n")
-            with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-                json.dump(results, f, indent=2)
             if args.plot:
                 plot_curves(curves, os.path.join(args.output_dir,
                                                  "curves.png"))
@@ -373,13 +371,8 @@ def results_table(task, results):
 
 def plot_curves(curves, path):
     """Learning curves (test and OOD query accuracy per epoch)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(no curves.png: pip install 'modular-zoo[plot]')")
+    plt = pyplot(path)
+    if plt is None:
         return
     supports = sorted({s for s, _ in curves})
     figure, axes = plt.subplots(1, len(supports), squeeze=False,

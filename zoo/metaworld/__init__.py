@@ -11,7 +11,7 @@ Names are imported lazily so that importing the family (the runner does,
 to list its experiments) does not import keras before the backend is set.
 """
 
-import importlib
+from zoo.lazy import lazy_attributes
 
 # The actor/critic families of networks.py, here so that the runner can
 # list them without importing keras.
@@ -32,14 +32,5 @@ _LAZY = {
     "PRESETS": "zoo.metaworld.networks",
 }
 
-__all__ = sorted([*_LAZY, "NETWORKS", "NETWORK_PRESETS"])
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'zoo.metaworld' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_attributes(
+    "zoo.metaworld", _LAZY, eager=("NETWORKS", "NETWORK_PRESETS"))

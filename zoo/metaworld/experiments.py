@@ -197,15 +197,13 @@ class SuccessEvaluation:
 
 def plot_success(history_csv, path):
     """Success rate against environment steps from a run's history.csv."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(no curves.png: pip install 'modular-zoo[plot]')")
-        return
     import csv
+
+    from zoo.runs import pyplot
+
+    plt = pyplot(path)
+    if plt is None:
+        return
 
     with open(history_csv) as file:
         rows = list(csv.DictReader(file))

@@ -12,7 +12,7 @@ to list its experiments) does not import keras or TensorFlow before the
 backend is set.
 """
 
-import importlib
+from zoo.lazy import lazy_attributes
 
 # The models of `MultiTaskClassifier` (networks.py), here so that the
 # runner can list them without importing keras.
@@ -34,14 +34,5 @@ _LAZY = {
     "get_preset": "zoo.mint.presets",
 }
 
-__all__ = sorted([*_LAZY, "MODELS"])
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'zoo.mint' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_attributes(
+    "zoo.mint", _LAZY, eager=("MODELS",))

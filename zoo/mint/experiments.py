@@ -23,11 +23,11 @@ fine-to-coarse table is first checked against the dataset's own coarse
 labels (`--skip-label-check` skips it; tfds mock data needs that).
 """
 
-import json
 import os
 import time
 
 from zoo.extras import UsageError
+from zoo.runs import write_summary
 
 _EXPERIMENTS = {
     "mint-offline": {
@@ -114,12 +114,7 @@ class SupervisedMintExperiment:
         summary = summarise(results)
         table = results_table(self.name, args.preset, summary)
         print(table)
-        if args.output_dir:
-            os.makedirs(args.output_dir, exist_ok=True)
-            with open(os.path.join(args.output_dir, "results.md"), "w") as f:
-                f.write(table + "\n")
-            with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+        write_summary(args.output_dir, table, summary)
         return summary
 
     def _data(self, args, preset, training):

@@ -223,36 +223,52 @@ class TaskReplayBuffer:
             self._sizes[task] = min(self._sizes[task] + count, capacity)
 
     # ---------------------------------------------------------------- sample
-    def sample(self, batch_per_task, rng):
-        """A task-balanced batch: `batch_per_task` transitions of every task.
+    def sample(self, batch_per_task, rng, tasks_per_batch=None):
+        """A task-balanced batch: `batch_per_task` transitions of every task,
+        or of `tasks_per_batch` tasks drawn without replacement among those
+        holding data (MINT's goal-conditioned pushing: 9 of 200 goals per
+        update).
 
         Args:
             batch_per_task: Positive int, transitions drawn per task,
                 uniformly with replacement from the task's filled part.
             rng: `np.random.Generator`.
+            tasks_per_batch: None (every task) or a positive int.
 
         Returns:
-            Dict with "observations" (T * k, observation_dim), "actions"
-            (T * k, action_dim), "rewards" (T * k,), "next_observations"
-            (T * k, observation_dim), all float32, and "task_ids" (T * k,)
-            int32, ordered task by task (NOTE 4).
+            Dict with "observations" (n * k, observation_dim), "actions"
+            (n * k, action_dim), "rewards" (n * k,), "next_observations"
+            (n * k, observation_dim), all float32, and "task_ids" (n * k,)
+            int32, ordered task by task (NOTE 4); n is the number of tasks
+            sampled.
 
         Raises:
-            ValueError: some task has no transition yet.
+            ValueError: some task has no transition yet (every task), or
+                fewer than `tasks_per_batch` tasks have.
         """
         batch_per_task = _positive_int("batch_per_task", batch_per_task)
         if not isinstance(rng, np.random.Generator):
             raise ValueError("rng must be a numpy Generator "
                              f"(np.random.default_rng(seed)), got {type(rng)}")
-        empty = np.flatnonzero(self._sizes == 0)
-        if len(empty):
-            raise ValueError(
-                f"cannot sample a task-balanced batch: tasks "
-                f"{empty.tolist()} have no transition yet (sizes "
-                f"{self._sizes.tolist()})")
-        slots = rng.integers(0, self._sizes[:, None],
-                             size=(self.num_tasks, batch_per_task))
-        tasks = np.repeat(np.arange(self.num_tasks), batch_per_task)
+        if tasks_per_batch is None:
+            empty = np.flatnonzero(self._sizes == 0)
+            if len(empty):
+                raise ValueError(
+                    f"cannot sample a task-balanced batch: tasks "
+                    f"{empty.tolist()} have no transition yet (sizes "
+                    f"{self._sizes.tolist()})")
+            chosen = np.arange(self.num_tasks)
+        else:
+            tasks_per_batch = _positive_int("tasks_per_batch", tasks_per_batch)
+            filled = np.flatnonzero(self._sizes > 0)
+            if len(filled) < tasks_per_batch:
+                raise ValueError(
+                    f"cannot sample {tasks_per_batch} tasks: only "
+                    f"{len(filled)} tasks have transitions yet")
+            chosen = np.sort(rng.choice(filled, tasks_per_batch, replace=False))
+        slots = rng.integers(0, self._sizes[chosen, None],
+                             size=(len(chosen), batch_per_task))
+        tasks = np.repeat(chosen, batch_per_task)
         slots = slots.reshape(-1)
         batch = {key: getattr(self, key)[tasks, slots].astype(np.float32)
                  for key in _DATA_KEYS}

@@ -172,17 +172,19 @@ class SuccessEvaluation:
     def __new__(cls, model, env, episodes_per_task, seed):
         import keras
 
-        from training.backend import live_values
+        from training.backend import compile_function, live_values
         from zoo.metaworld.envs import evaluate_success, task_names
+
+        act = compile_function(model.act)
 
         class _SuccessEvaluation(keras.callbacks.Callback):
             last = (float("nan"), [])
 
             def on_epoch_end(self, epoch, logs=None):
-                trainable, non_trainable = live_values(self.model)
+                trainable, non_trainable = live_values(model)
 
                 def policy(observations, task_ids):
-                    return keras.ops.convert_to_numpy(self.model.act(
+                    return keras.ops.convert_to_numpy(act(
                         trainable, non_trainable, observations, task_ids))
 
                 self.last = evaluate_success(policy, env, episodes_per_task,

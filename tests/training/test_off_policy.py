@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from tests.training.fake_env import FakeMultiTaskVectorEnv
+from zoo.metaworld.fake_env import FakeMultiTaskVectorEnv
 from tests.training.sac_networks import TinyActor, TinyCritic
-from training.off_policy import OffPolicyLoop
+from training.off_policy import OffPolicyLoop, ReplayBatches
 from training.replay_buffer import TaskReplayBuffer
 from training.sac import MultiTaskSAC, sac_optimizer
 
@@ -60,6 +60,25 @@ def test_truncation_stores_the_final_observation_as_next_state():
     assert marked.tolist() == [[False, False, True, False, False, True, False]] * T
     # The observation after a truncation is the next episode's first.
     assert not np.any(loop.buffer.observations[:, :7] == 99.0)
+
+
+def test_tasks_that_change_per_episode_store_under_their_episode_task():
+    # 2 environments drawing one of 5 tasks per 3-step episode (NOTE 5).
+    env = FakeMultiTaskVectorEnv(5, OBS, ACT, episode_length=3, num_envs=2)
+    buffer = TaskReplayBuffer(5, 100, OBS, ACT)
+    loop = OffPolicyLoop(env, buffer, batch_per_task=4, warmup_steps=30,
+                         tasks_per_batch=2, seed=0)
+    loop.warm_up(model=None)
+    assert loop.buffer.sizes.sum() == 60 and (loop.buffer.sizes > 0).sum() >= 2
+    for task in range(5):
+        size = loop.buffer.sizes[task]
+        actions = loop.buffer.actions[task, :size]
+        # The reward of the fake task is -mean((a - c_task)^2): a transition
+        # filed under another task than its episode's would not match.
+        expected = -np.mean((actions - env.targets[task]) ** 2, axis=-1)
+        np.testing.assert_allclose(loop.buffer.rewards[task, :size], expected, rtol=1e-5)
+    batch = ReplayBatches(loop, 1)[0]
+    assert len(set(batch["task_ids"].tolist())) == 2 and len(batch["task_ids"]) == 8
 
 
 def test_spaces_that_do_not_match_the_buffer_raise():

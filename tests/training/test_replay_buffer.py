@@ -214,6 +214,27 @@ def test_sample_raises_for_empty_task():
     assert len(buffer.sample(2, np.random.default_rng(0))["rewards"]) == 6
 
 
+def test_sample_of_a_subset_of_tasks_draws_distinct_filled_tasks():
+    buffer = TaskReplayBuffer(6, 8, OBS_DIM, ACT_DIM)
+    buffer.add(*_transitions([0, 2, 3, 5] * 2, range(8)))  # tasks 1, 4 empty
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        batch = buffer.sample(3, rng, tasks_per_batch=2)
+        tasks = batch["task_ids"]
+        assert len(tasks) == 6 and len(set(tasks[:3])) == 1 and len(set(tasks[3:])) == 1
+        assert tasks[0] < tasks[3]  # two distinct tasks, task by task
+        seen.update(tasks.tolist())
+        codes = _decode(batch)
+        np.testing.assert_array_equal(codes // 1000, tasks)  # rows of their task
+    assert seen == {0, 2, 3, 5}
+    with pytest.raises(ValueError, match="only 4 tasks have transitions"):
+        buffer.sample(3, rng, tasks_per_batch=5)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="tasks_per_batch"):
+            buffer.sample(3, rng, tasks_per_batch=bad)
+
+
 def test_sample_argument_checks():
     buffer = TaskReplayBuffer(1, 4, OBS_DIM, ACT_DIM)
     buffer.add(*_transitions([0], [0]))

@@ -26,6 +26,7 @@ _LAZY = {
     "task_names": "zoo.metaworld.envs",
     "evaluate_success": "zoo.metaworld.envs",
     "BENCHMARKS": "zoo.metaworld.envs",
+    "FakeMultiTaskVectorEnv": "zoo.metaworld.fake_env",
     "MultiTaskActor": "zoo.metaworld.networks",
     "MultiTaskCritic": "zoo.metaworld.networks",
     "build_actor_critic": "zoo.metaworld.networks",

@@ -80,6 +80,9 @@ def _parser():
         sub.add_argument("--output-dir", default=os.path.join("runs", name),
                          help="checkpoints, history and the final model; an "
                               "interrupted run resumes from here ('' to disable)")
+        sub.add_argument("--threads", type=positive_int, default=None,
+                         help="intra-op CPU threads (default: 1 for torch on a "
+                              "CPU-only machine of <= 4 cores, else the backend's)")
         sub.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
                          help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
         module.add_arguments(sub)
@@ -118,6 +121,9 @@ def main(argv=None):
         parser.exit(2, f"error: {error}\n")
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from training.backend import set_cpu_threads
+
+    set_cpu_threads(args.threads)
     start = time.time()
     try:
         results = experiment.run(args)

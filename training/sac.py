@@ -139,8 +139,6 @@ class MultiTaskSAC(StepModel):
         self.actor = actor
         self.critics = [_clone(critic, f"critic_{i}") for i in (1, 2)]
         self.target_critics = [_clone(critic, f"target_critic_{i}") for i in (1, 2)]
-        for target in self.target_critics:
-            target.trainable = False
         self.noise_seed = keras.random.SeedGenerator(seed, name="policy_noise")
         self.log_alpha = self.add_weight(
             name="log_alpha", shape=(self.num_tasks,),
@@ -148,6 +146,10 @@ class MultiTaskSAC(StepModel):
         self._critic_serialized = keras.saving.serialize_keras_object(critic)
         self._variable_groups = None
         self.build_networks()
+        # After building: a network that creates sublayers in `build` would
+        # otherwise leave those of its target copies trainable.
+        for target in self.target_critics:
+            target.trainable = False
 
     def build_networks(self):
         """Creates every weight and copies the critics into their targets."""

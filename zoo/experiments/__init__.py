@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "mint-cifar100": "zoo.mint.experiments:MINT_CIFAR100",
     "mt10": "zoo.metaworld.experiments:MT10",
     "mt50": "zoo.metaworld.experiments:MT50",
+    "mint-push": "zoo.metaworld.experiments:MINT_PUSH",
 }
 DEFAULT_EXPERIMENT = "hyperteacher"
 

@@ -5,11 +5,13 @@ Modularization", NeurIPS 2020 (papers/soft-modularization-multitask-rl.txt,
 Section 5: the baselines MT-SAC, MT-MH-SAC, Mix-Expert, Hard Routing) and
 "Mint: Matrix-Interleaving for Multi-Task Learning", ICLR 2020 submission
 (papers/mint-matrix-interleaving.txt, Section 6 and Appendix B: Mint, SAC
-(concat all fc), FiLM, independent networks). One family, chosen by name:
-every network maps features x and integer task ids k to an output o, the
-actor with x = s and o = [mean, log_std] (2 |A| units, split in two), the
-critic with x = [s, a] and o = Q (1 unit). With hidden layers h_0 = x,
-h_l = relu(W_l h_{l-1} + b_l), l = 1..L, and z_k the one-hot of task k:
+(concat all fc), FiLM, independent networks, and Section 6.3's
+goal-conditioned pushing). One family, chosen by name: every network maps
+features x and integer task ids k to an output o, the actor with x = s and
+o = [mean, log_std] (2 |A| units, split in two), the critic with x = [s, a]
+and o = Q (1 unit). With hidden layers h_0 = x, h_l = relu(W_l h_{l-1} +
+b_l), l = 1..L, z_k the one-hot of task k and, for the goal-conditioned
+networks (NOTE 9), g_k = goal_table[k] the goal descriptor of task k:
 
     "mt-sac":        o = W_o h_L + b_o                   (s carries z_k, NOTE 1)
     "mt-mh-sac":     o = W_o^k h_L + b_o^k                (one head per task)
@@ -23,6 +25,10 @@ h_l = relu(W_l h_{l-1} + b_l), l = 1..L, and z_k the one-hot of task k:
                      r_l(k) in [0, n) a fixed module of layer l for task k
     "soft-modular":  o = W_o SoftModularBlock(x, k) + b_o   ("official"), or
                      o = SoftModularBlock(x, k) with output width |o| ("paper")
+    "mint-goal":     h_l = M_l(g_k) relu(W_l h_{l-1} + b_l) + beta_l(g_k),
+                     o = W_o h_L + b_o  (paper Eq. 5)
+    "sac-goal":      h_0 = [x, g_k], then as "mt-sac"
+    "concat-all-fc" with a `goal_table`: g_k in place of z_k at every layer
 
 NOTE 1 (task inputs): the observations s are Meta-World's with
   `use_one_hot=True` (39 floats then the one-hot z_k), and the task ids k
@@ -93,6 +99,42 @@ NOTE 8 (per-task layers: select, not gather): a `TaskDense` called with ids
   whatever K; select 20 ms (K = 4, hard routing), 60 ms (K = 10), 350 ms
   (K = 50). `task_layer_mode="gather"` (ids mode) gives the same values.
   The per-task heads of "mt-mh-sac" are small (400 x |o|) and gather.
+NOTE 9 (goal-conditioned networks, Section 6.3): a goal is one task of the
+  pushing experiment (zoo/metaworld/goal_push.py), so these networks keep
+  the interface of the others, `(observations, task_ids)`, and
+  `training.sac.MultiTaskSAC` is unchanged: each maps task ids to goal
+  descriptors through `goal_table` (num_tasks, goal_dim), a constant given
+  at construction (not a weight: never trained, not in `get_weights`) and
+  stored in the config, so clones and saved models keep it. "mint-goal" is
+  Mint with M(g) and beta(g) from `MintLayer`'s goal networks (paper
+  Eq. 5) after every hidden layer. "sac-goal" is the paper's plain SAC
+  with the goal: g_k concatenated to the input. push-v3's observation
+  already holds the goal position (floats 36:39) and the puck's current
+  position; g_k adds the puck's initial position. "concat-all-fc" with a
+  `goal_table` concatenates g_k (instead of the one-hot) to the input of
+  every layer. The paper's goal-conditioned FiLM baseline is not built:
+  `FiLMLayer` has no goal network (its float descriptors are a bias-free
+  linear map of size num_tasks, whose gamma = sum_k g_k at init, so the
+  network would not start as the plain one).
+NOTE 10 (Mint's goal networks): the paper gives T_phi, T_psi no
+  architecture ("two simple neural networks"). At 200 units every output
+  of T_phi is 200 x 200 = 40,000 numbers, so each hidden unit of T_phi
+  costs 40,200 parameters (MintLayer's default of one hidden layer of 64:
+  2.6M per layer). "mint-goal" defaults to linear goal networks
+  (`goal_network={"hidden_units": []}`: M(g) = M_0 + sum_i g_i M_i,
+  201,000 parameters per layer of 200), the smallest choice and the only
+  one that lets 6-layer baselines have "about the same number of
+  parameters" at a sensible width (NOTE 11). M(g) = I and beta(g) = 0 at
+  init (MintLayer NOTE 4), so the network starts as the plain MLP.
+NOTE 11 (pushing sizes): Appendix B: Mint is 3 layers of 200; the other
+  methods are 6-layer MLPs "such that they maintain about the same number
+  of total parameters as Mint", and "the number of hidden units per layer
+  is 200 ... for all methods". Both cannot hold: a 6 x 200 baseline has
+  ~210K parameters against Mint's ~690K (3 x 200 with linear goal
+  networks). The presets keep the equal count: "push/sac-goal" and
+  "push/concat-all-fc" are 6 x 360 (~670K and ~680K for push-v3's 39-float
+  observations, 4-float actions and goals; within 4% of "push/mint-goal").
+  `hidden_units=(200,) * 6` gives the paper's stated width.
 """
 
 import keras
@@ -105,9 +147,14 @@ from layers.soft_modular_block import SOFT_MODULAR_CONFIGS, SoftModularBlock
 from layers.task_dense import TaskDense
 from layers.task_inputs import check_task_inputs, positive_int
 
-from zoo.metaworld import NETWORKS  # the names, defined without keras
+from zoo.metaworld import GOAL_NETWORKS, NETWORKS  # names, without keras
 
 DEFAULT_HIDDEN_UNITS = (400, 400, 400)
+# Every name the networks accept: the MT10 / MT50 family and the
+# goal-conditioned networks of the pushing experiment (NOTE 9).
+ALL_NETWORKS = NETWORKS + tuple(n for n in GOAL_NETWORKS if n not in NETWORKS)
+# The networks that need a goal table, and those that may take one.
+_NEEDS_GOALS = ("mint-goal", "sac-goal")
 
 # The options of each network beyond `hidden_units`, with their defaults.
 _SOFT_MODULAR_SIZES = (
@@ -129,7 +176,15 @@ NETWORK_OPTIONS = {
         "variant": "official",
         **{name: None for name in _SOFT_MODULAR_SIZES},
     },
+    # NOTE 9: the goal descriptor of every task id; NOTE 10: linear T_phi, T_psi.
+    "mint-goal": {"goal_table": None, "goal_network": {"hidden_units": []}},
+    "sac-goal": {"goal_table": None},
+    "concat-all-fc": {"goal_table": None},
 }
+# Pushing sizes (NOTE 11): Mint 3 x 200, the baselines 6 layers of an equal
+# parameter count.
+PUSH_MINT_UNITS = (200,) * 3
+PUSH_BASELINE_UNITS = (360,) * 6
 
 
 def _presets():
@@ -153,17 +208,24 @@ def _presets():
         for block in SOFT_MODULAR_CONFIGS:  # both blocks on both benchmarks
             presets[f"{benchmark}/soft-modular-{block}"] = {
                 "network": "soft-modular", "block": block, "variant": "official"}
+    for network in GOAL_NETWORKS:  # NOTE 11; the goal table comes at build
+        presets[f"push/{network}"] = {
+            "network": network,
+            "hidden_units": PUSH_MINT_UNITS if network == "mint-goal"
+            else PUSH_BASELINE_UNITS}
+    presets["push/mint-goal"]["goal_network"] = {"hidden_units": []}  # NOTE 10
     return presets
 
 
 # Paper sizes: "mt10/<network>" and "mt50/<network>" for every network
-# (NOTES 4, 5, 7), plus "mt{10,50}/soft-modular-{shallow,deep}".
+# (NOTES 4, 5, 7), plus "mt{10,50}/soft-modular-{shallow,deep}", and
+# "push/<network>" for the goal-conditioned networks (NOTE 11).
 PRESETS = _presets()
 
 
 def _unknown_network(name):
     return ValueError(
-        f"Unknown network {name!r}; expected one of {', '.join(NETWORKS)} "
+        f"Unknown network {name!r}; expected one of {', '.join(ALL_NETWORKS)} "
         f"(or a preset: {', '.join(PRESETS)})."
     )
 
@@ -175,7 +237,7 @@ def _output_initializer():
 
 def _resolve_options(network, hidden_units, options):
     """(hidden_units, options with defaults) after checking both."""
-    if network not in NETWORKS:
+    if network not in ALL_NETWORKS:
         raise _unknown_network(network)
     accepted = NETWORK_OPTIONS.get(network, {})
     unknown = sorted(set(options) - set(accepted))
@@ -214,7 +276,36 @@ def _resolve_options(network, hidden_units, options):
         raise ValueError(
             "`task_layer_mode` must be 'select' or 'gather' (NOTE 8); got "
             f"{resolved['task_layer_mode']!r}.")
+    if network in _NEEDS_GOALS and resolved["goal_table"] is None:
+        raise ValueError(
+            f"Network {network!r} needs `goal_table`, the goal descriptor of "
+            "every task id, of shape (num_tasks, goal_dim) (NOTE 9).")
+    if "goal_network" in resolved:
+        goal_network = resolved["goal_network"]
+        if not isinstance(goal_network, dict):
+            raise ValueError(
+                "`goal_network` must be a dict of MintLayer goal-network "
+                f"options (NOTE 10); got {goal_network!r}.")
+        goal_network = dict(goal_network)
+        if "hidden_units" in goal_network:
+            goal_network["hidden_units"] = list(goal_network["hidden_units"])
+        resolved["goal_network"] = goal_network
     return hidden_units, resolved
+
+
+def _goal_table(goal_table, num_tasks):
+    """The goal table (num_tasks, goal_dim) as lists of floats (NOTE 9)."""
+    try:
+        table = np.asarray(goal_table, np.float32)
+    except (TypeError, ValueError):
+        table = None
+    if (table is None or table.ndim != 2 or table.shape[0] != num_tasks
+            or table.shape[1] < 1 or not np.all(np.isfinite(table))):
+        shape = "?" if table is None else table.shape
+        raise ValueError(
+            "`goal_table` must be finite floats of shape (num_tasks, "
+            f"goal_dim) = ({num_tasks}, goal_dim); got shape {shape}.")
+    return table.tolist()
 
 
 def _routes(routes, routing_seed, num_layers, num_tasks, num_modules):
@@ -257,6 +348,11 @@ class _MultiTaskNetwork(keras.Model):
                 options["routes"], options["routing_seed"],
                 len(self.hidden_units), self.num_tasks, options["num_modules"])
             self._route_table = np.asarray(options["routes"], "int32")
+        self._goals = None
+        if self.network_options.get("goal_table") is not None:  # NOTE 9
+            options = self.network_options
+            options["goal_table"] = _goal_table(options["goal_table"], self.num_tasks)
+            self._goals = np.asarray(options["goal_table"], "float32")
         self._make_layers()
 
     # -- Layers. ---------------------------------------------------------------
@@ -294,6 +390,17 @@ class _MultiTaskNetwork(keras.Model):
             self.hidden_layers.append(layer)
             if network == "mint":
                 self.task_maps.append(MintLayer(num_tasks=T, name=f"mint_{i}"))
+            elif network == "mint-goal":  # Eq. 5, NOTE 10
+                mint = MintLayer(task_dim=self._goals.shape[1],
+                                 goal_network=self.network_options["goal_network"],
+                                 name=f"mint_{i}")
+                # Built now: MintLayer makes its goal networks' Dense layers
+                # in build, and `trainable = False` (MultiTaskSAC's target
+                # critics, set before their first call) reaches only the
+                # sublayers that exist when it is set.
+                with keras.name_scope(self.name):  # paths as in a call
+                    mint.build((None, units))
+                self.task_maps.append(mint)
             elif network == "film":
                 self.task_maps.append(FiLMLayer(num_tasks=T, name=f"film_{i}"))
         if network in ("mt-mh-sac", "independent"):  # NOTE 2: per-task heads
@@ -334,9 +441,14 @@ class _MultiTaskNetwork(keras.Model):
             if self.output_layer is None:  # "paper": Eq. 9 output (NOTE 5)
                 return hidden
             return self.output_layer(hidden)
-        one_hot = None
+        goals = None
+        if self._goals is not None:  # NOTE 9: g_k from the constant table
+            goals = ops.take(ops.convert_to_tensor(self._goals, self.compute_dtype),
+                             task_ids, axis=0)
+        one_hot = None  # z_k, or g_k for "concat-all-fc" with a goal table
         if network in ("concat-all-fc", "moe"):
-            one_hot = ops.one_hot(task_ids, self.num_tasks, dtype=self.compute_dtype)
+            one_hot = goals if goals is not None else ops.one_hot(
+                task_ids, self.num_tasks, dtype=self.compute_dtype)
         if network == "moe":
             hidden = x
             for layer in self.hidden_layers:  # (batch, in) -> (batch, E, units)
@@ -348,6 +460,8 @@ class _MultiTaskNetwork(keras.Model):
             module_ids = ops.take(ops.convert_to_tensor(self._route_table),
                                   task_ids, axis=1)
         hidden = x  # "mt-sac": the task only through the one-hot in x (NOTE 1)
+        if network == "sac-goal":  # NOTE 9: the goal beside the input
+            hidden = ops.concatenate([x, goals], axis=-1)
         for i, layer in enumerate(self.hidden_layers):
             if network == "concat-all-fc":
                 hidden = ops.concatenate([hidden, one_hot], axis=-1)
@@ -358,7 +472,8 @@ class _MultiTaskNetwork(keras.Model):
             else:
                 hidden = layer(hidden)
             if self.task_maps:  # Mint / FiLM after the activation
-                hidden = self.task_maps[i](hidden, task_ids)
+                hidden = self.task_maps[i](
+                    hidden, goals if network == "mint-goal" else task_ids)
         if network == "concat-all-fc":
             hidden = ops.concatenate([hidden, one_hot], axis=-1)
         if network == "independent":
@@ -422,14 +537,15 @@ class _MultiTaskNetwork(keras.Model):
 @keras.saving.register_keras_serializable(package="modular_zoo")
 class MultiTaskActor(_MultiTaskNetwork):
     """Multi-task SAC policy network: `(observations, task_ids) -> (mean,
-    log_std)`, one network of `NETWORKS` (module docstring).
+    log_std)`, one network of `ALL_NETWORKS` (module docstring).
 
     One output layer of `2 * action_dim` units is split into the mean and
     the log standard deviation of the pre-tanh Gaussian (clamping to
     [-20, 2] and squashing happen in `training.sac`).
 
     Args:
-        network: One of `NETWORKS`.
+        network: One of `ALL_NETWORKS` (`NETWORKS` and the goal-conditioned
+            "mint-goal", "sac-goal").
         num_tasks: Positive integer, T.
         action_dim: Positive integer, |A|.
         hidden_units: Sequence of positive integers, the hidden layers
@@ -444,8 +560,13 @@ class MultiTaskActor(_MultiTaskNetwork):
             ("official" or "paper") and SoftModularBlock sizes
             (`num_layers`, `num_modules`, `module_units`, `routing_units`,
             `routing_layers`, `observation_embedding_units`,
-            `observation_embedding_layers`); and base `keras.Model`
-            keyword arguments (`name`, `dtype`, `trainable`).
+            `observation_embedding_layers`);
+            "mint-goal", "sac-goal" (required) and "concat-all-fc"
+            (optional): `goal_table`, the goal descriptor of every task,
+            (num_tasks, goal_dim) floats (NOTE 9); "mint-goal":
+            `goal_network` (MintLayer's, default `{"hidden_units": []}`,
+            NOTE 10); and base `keras.Model` keyword arguments (`name`,
+            `dtype`, `trainable`).
 
     Call arguments:
         inputs: A tuple `(observations, task_ids)`: observations (batch, obs)
@@ -463,6 +584,12 @@ class MultiTaskActor(_MultiTaskNetwork):
     >>> mean, log_std = actor((observations, np.array([0, 2, 2, 1])))
     >>> tuple(mean.shape), tuple(log_std.shape)
     ((4, 2), (4, 2))
+    >>> goals = np.array([[0.0, 0.6, 0.1, 0.9], [0.1, 0.7, -0.1, 0.8]])
+    >>> goal_actor = MultiTaskActor("mint-goal", num_tasks=2, action_dim=2,
+    ...                             hidden_units=(8, 8), goal_table=goals)
+    >>> mean, _ = goal_actor((np.zeros((3, 5), "float32"), np.array([0, 1, 1])))
+    >>> tuple(mean.shape)
+    (3, 2)
     """
 
     def __init__(self, network, num_tasks, action_dim, hidden_units=None,
@@ -493,7 +620,7 @@ class MultiTaskCritic(_MultiTaskNetwork):
     one network of `NETWORKS` on the features `[observations, actions]`.
 
     Args:
-        network: One of `NETWORKS`.
+        network: One of `ALL_NETWORKS`.
         num_tasks: Positive integer, T.
         hidden_units: As in `MultiTaskActor`.
         **network_options: As in `MultiTaskActor`.
@@ -553,8 +680,8 @@ def build_actor_critic(preset_or_network, num_tasks, action_dim, **overrides):
     """`(actor, critic)` of one network, by preset or by network name.
 
     Args:
-        preset_or_network: A key of `PRESETS` ("mt10/mint", ...) or a name of
-            `NETWORKS` (with the network's defaults).
+        preset_or_network: A key of `PRESETS` ("mt10/mint", "push/mint-goal",
+            ...) or a name of `ALL_NETWORKS` (with the network's defaults).
         num_tasks: Positive integer, T.
         action_dim: Positive integer, |A|.
         **overrides: `hidden_units` and network options replacing the
@@ -574,10 +701,14 @@ def build_actor_critic(preset_or_network, num_tasks, action_dim, **overrides):
     Traceback (most recent call last):
     ...
     ValueError: Unknown network 'mlp'; expected one of mt-sac, mt-mh-sac, ...
+    >>> table = np.zeros((200, 4), "float32")  # goal_push.goal_table(env)
+    >>> actor, critic = build_actor_critic("push/mint-goal", 200, 4, goal_table=table)
+    >>> actor.hidden_units, actor.network_options["goal_network"]
+    ((200, 200, 200), {'hidden_units': []})
     """
     if preset_or_network in PRESETS:
         config = dict(PRESETS[preset_or_network])
-    elif preset_or_network in NETWORKS:
+    elif preset_or_network in ALL_NETWORKS:
         config = {"network": preset_or_network}
     else:
         raise _unknown_network(preset_or_network)

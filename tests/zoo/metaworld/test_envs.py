@@ -1,4 +1,5 @@
-"""The real Meta-World MT10 vector environment (Meta-World 3, offline)."""
+"""The real Meta-World MT10 vector environment (Meta-World 3, offline):
+spaces, truncation, evaluation, random and fixed goals."""
 
 import numpy as np
 import pytest
@@ -51,3 +52,28 @@ def test_success_evaluation_of_a_still_policy(mt10):
 def test_unknown_benchmark_raises():
     with pytest.raises(ValueError, match="Unknown benchmark 'mt11'; expected one of mt10, mt50"):
         make_env("mt11")
+    with pytest.raises(ValueError, match="goals must be one of 'random', 'fixed'; got 'few'"):
+        make_env("mt10", goals="few")
+
+
+def goals_over_resets(env, resets=4):
+    """(resets, num_envs, 6): the object and goal positions after each reset."""
+    positions = []
+    for index in range(resets):
+        observations, _ = env.reset(seed=index)
+        positions.append(np.concatenate([observations[:, 4:7], observations[:, 36:39]], -1))
+    return np.stack(positions)
+
+
+def test_fixed_goals_stay_and_random_goals_change(mt10):
+    """goals="fixed" (MT10-Fixed): every reset of a task has the same goal;
+    "random" (MT10-Conditioned): a new one of 50 at every reset. Built
+    after the random one, the fixed benchmark also shows that the global
+    `num_goals` does not leak (envs.py NOTE 2)."""
+    fixed = make_env("mt10", seed=0, goals="fixed")
+    positions = goals_over_resets(fixed)
+    np.testing.assert_allclose(positions, positions[:1].repeat(len(positions), 0), atol=1e-6)
+    random = goals_over_resets(mt10)
+    goal_changed = np.abs(random[1:, :, 3:] - random[:1, :, 3:]).max(-1) > 1e-4
+    assert goal_changed.mean() > 0.9  # (resets - 1, tasks): 1 in 50 may repeat
+    fixed.close()

@@ -35,7 +35,10 @@ NOTE 2 (tasks that change per episode): an environment whose infos carry
   episode they belong to. Without it environment i is `task_ids[i]`.
 NOTE 3 (what a resume cannot restore): the environments' own simulator
   state is not saved; a resumed run resets them, so the episodes that were
-  running at the checkpoint start over.
+  running at the checkpoint start over. The loop's checkpoint is written
+  just before BackupAndRestore's at every epoch end; a kill between the two
+  leaves the loop one epoch ahead of the weights (its data kept, the
+  epoch's updates redone), never behind.
 """
 
 import json

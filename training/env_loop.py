@@ -39,6 +39,10 @@ NOTE 3 (what a resume cannot restore): the environments' own simulator
   just before BackupAndRestore's at every epoch end; a kill between the two
   leaves the loop one epoch ahead of the weights (its data kept, the
   epoch's updates redone), never behind.
+NOTE 4 (success at an episode's last step): with SAME_STEP autoreset the
+  step that ends an episode returns the reset's infos for that
+  environment, and the step's own in `info["final_info"]`; the episode's
+  success is read there (BabyAI succeeds only at its last step).
 """
 
 import json
@@ -124,9 +128,13 @@ class EnvironmentLoop:
         """Adds a step's rewards and success to the running episodes and
         files the finished ones; returns the mask of finished episodes."""
         self._episode_returns += rewards
+        finished = np.logical_or(terminations, truncations)
         if "success" in infos:
             self._episode_success |= np.asarray(infos["success"], bool)
-        finished = np.logical_or(terminations, truncations)
+        final = infos.get("final_info", {})
+        if "success" in final:  # NOTE 4
+            self._episode_success |= (np.asarray(final["success"], bool)
+                                      & np.asarray(final.get("_success", finished), bool))
         for index in np.flatnonzero(finished):
             self._finished_returns.append(float(self._episode_returns[index]))
             self._finished_success.append(bool(self._episode_success[index]))

@@ -135,3 +135,24 @@ def test_bad_configuration_raises():
     loop = make_loop()
     with pytest.raises(ValueError, match="The model has 5 actions; the environment 4"):
         loop.fit(PPO(TinyPolicy(T, 5), 5), total_env_steps=64, verbose=0)
+
+
+def test_success_reported_only_in_final_info_counts():
+    # Gymnasium's SAME_STEP autoreset: the ending step's infos are in
+    # final_info; the top level holds the new episode's (env_loop NOTE 4).
+    class ResetInfos(FakeDiscreteTaskEnv):
+        def step(self, actions):
+            observations, rewards, terms, truncs, infos = super().step(actions)
+            ended = terms | truncs
+            infos["final_info"] = {"success": infos["success"].copy(), "_success": ended}
+            infos["success"] = np.zeros(self.num_envs, bool)
+            return observations, rewards, terms, truncs, infos
+
+    loop = OnPolicyLoop(ResetInfos(ENVS, T, num_actions=ACTIONS), rollout_steps=16,
+                        minibatch_size=32, task_ids=np.arange(ENVS) % T)
+    ppo = make_ppo()
+    loop._placeholder(ppo)
+    ppo(loop.minibatch(0))
+    loop.collect(ppo)
+    # A random policy solves about 0.82 of the 6-step episodes.
+    assert loop.progress()["success_rate"] > 0.5

@@ -1,0 +1,24 @@
+"""Polytropon on BabyAI: the paper's 8 levels of MiniGrid 3 as one
+multitask vector environment (a level drawn per episode, its index as the
+task id) and the mission tokenizer.
+
+    from zoo.babyai import make_multitask_env, prepare_observations
+    env = make_multitask_env(num_envs=16)          # the 4 CPU levels
+    observations, infos = env.reset(seed=0)
+    inputs = prepare_observations(observations)    # image, mission ids
+
+Names are imported lazily so that importing the family (the runner does,
+to list its experiments) imports neither keras nor minigrid.
+"""
+
+from zoo.lazy import lazy_attributes
+
+_LAZY = {
+    name: "zoo.babyai.envs" for name in (
+        "LEVELS", "CPU_LEVELS", "MAX_STEPS", "NUM_ACTIONS", "MISSION_WORDS",
+        "MAX_MISSION_TOKENS", "PAD_ID", "UNKNOWN_ID", "MissionTokenizer",
+        "MultiLevelEnv", "gym_id", "level_names", "make_multitask_env",
+        "prepare_observations", "random_policy_success")
+}
+
+__getattr__, __dir__, __all__ = lazy_attributes("zoo.babyai", _LAZY)

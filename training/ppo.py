@@ -154,6 +154,10 @@ class PPO(StepModel):
     ['approx_kl', 'clip_fraction', 'entropy', 'policy_loss', 'value_loss']
     """
 
+    # The step reads neither state.trainable nor state.optimizer after its
+    # one update: torch may update the variables in place (backend NOTE 6).
+    donate_state = True
+
     def __init__(self, policy, num_actions, clip_ratio=0.2, value_coefficient=0.5,
                  entropy_coefficient=0.01, recurrence=1, normalize_advantages=False,
                  **kwargs):

@@ -121,6 +121,10 @@ class MultiTaskSAC(StepModel):
     tanh(mean); `model.sample_action((observations, task_ids))` samples.
     """
 
+    # The step reads neither state.trainable nor state.optimizer after its
+    # one update: torch may update the variables in place (backend NOTE 6).
+    donate_state = True
+
     def __init__(self, actor, critic, num_tasks, observation_dim, action_dim,
                  gamma=0.99, tau=0.005, target_entropy=None,
                  initial_log_alpha=0.0, loss_balancing=False, seed=None,

@@ -84,121 +84,35 @@ outputs, no error; `layers/layers_backend.py` NOTE 2). When the call gets
 `task=None`, the ids set by the innermost `task_context(...)` are used (for
 code paths such as KerasHub's generate() that call sublayers directly);
 under jit such ids become constants of the traced function.
+
+The allocation (modes, logits, noise, metrics, `add_tasks`, task ids,
+`task_context`) and the SFT masks are written once in
+layers/skill_allocation.py and shared with `SkillConv2D`
+(layers/skill_conv.py); the names `task_context`, `current_task_ids` and
+`skill_allocation_metrics` stay importable from this module.
 """
 
-import contextlib
 import functools
 import math
-import threading
 
 import keras
 import numpy as np
 from keras import ops
 
 from layers.layers_backend import prefers_rank_first_matmuls
-from layers.task_inputs import check_task_inputs, describe, positive_int
+from layers.skill_allocation import (  # noqa: F401 (re-exported names)
+    _EPS,
+    ALLOCATIONS,
+    _SkillAllocation,
+    check_sft_sparsity,
+    current_task_ids,
+    draw_sft_masks,
+    skill_allocation_metrics,
+    task_context,
+)
+from layers.task_inputs import positive_int
 
-ALLOCATIONS = ("learned", "private", "shared", "fixed", "moe", "hyper")
 ADAPTERS = ("lora", "sft")
-_EPS = 1e-12  # row normalisation, as in the reference code
-_UNIFORM_EPS = float(np.finfo(np.float32).eps)
-_snake_names = {
-    "SkillLoRADense": "skill_lora_dense",
-    "SkillLoRAEinsumDense": "skill_lora_einsum_dense",
-}
-
-# ---------------------------------------------------------------------------
-# Task context (ids for layers called without them).
-# ---------------------------------------------------------------------------
-_context = threading.local()
-
-
-@contextlib.contextmanager
-def task_context(task):
-    """Sets the task ids used by skill layers called with `task=None`.
-
-    Contexts nest (the innermost wins) and are thread-local. This is the
-    route for code that calls the adapted sublayers itself, such as
-    KerasHub's `generate()`.
-
-    Args:
-        task: Integer task ids of shape (batch,).
-
-    Example:
-
-    >>> layer = SkillLoRADense(4, num_tasks=2, num_skills=2, rank=1)
-    >>> x = np.ones((2, 3), "float32")
-    >>> with task_context(np.array([0, 1])):
-    ...     y = layer(x)
-    >>> bool(np.allclose(ops.convert_to_numpy(y),
-    ...                  ops.convert_to_numpy(layer(x, np.array([0, 1])))))
-    True
-    """
-    stack = getattr(_context, "stack", None)
-    if stack is None:
-        stack = _context.stack = []
-    stack.append(task)
-    try:
-        yield task
-    finally:
-        stack.pop()
-
-
-def current_task_ids():
-    """The ids of the innermost `task_context`, or None.
-
-    >>> current_task_ids() is None
-    True
-    """
-    stack = getattr(_context, "stack", None)
-    return stack[-1] if stack else None
-
-
-# ---------------------------------------------------------------------------
-# Allocation metrics (paper Eqs. 5-7).
-# ---------------------------------------------------------------------------
-def skill_allocation_metrics(probs):
-    """Discreteness, sparsity and usage of an allocation probability matrix.
-
-    Args:
-        probs: Array of shape (rows, num_skills) with probabilities in
-            [0, 1]; rows are tasks, or (task, split) pairs.
-
-    Returns:
-        A dict with "discreteness" (1 - mean binary entropy in bits: 1 for a
-        binary matrix, 0 for all 0.5, NOTE 7), "sparsity" (mean of the
-        rounded probabilities) and "usage" (entropy of the normalised column
-        sums divided by log num_skills).
-
-    Example:
-
-    >>> skill_allocation_metrics(np.eye(2))
-    {'discreteness': 1.0, 'sparsity': 0.5, 'usage': 1.0}
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"probs must be (rows, num_skills); got {p.shape}.")
-    if np.any(p < 0) or np.any(p > 1):
-        raise ValueError("probs must lie in [0, 1].")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bits = -(np.where(p > 0, p * np.log2(p), 0.0)
-                 + np.where(p < 1, (1 - p) * np.log2(1 - p), 0.0))
-    columns = p.sum(axis=0)
-    num_skills = p.shape[1]
-    if num_skills == 1:
-        usage = 1.0  # NOTE 7
-    elif columns.sum() == 0:
-        usage = 0.0
-    else:
-        dist = columns / columns.sum()
-        nonzero = dist[dist > 0]
-        usage = float(-(nonzero * np.log(nonzero)).sum() / math.log(num_skills))
-    return {
-        "discreteness": float(1.0 - bits.mean()),
-        "sparsity": float(np.round(p).mean()),
-        "usage": usage,
-    }
-
 
 def _kaiming_uniform_sqrt5(fan_in):
     # PyTorch nn.Linear / PEFT: kaiming_uniform_(a=sqrt(5)) -> U(+-1/sqrt(fan_in)).
@@ -258,13 +172,15 @@ def _rank_first_matmuls():
 # ---------------------------------------------------------------------------
 # Shared machinery.
 # ---------------------------------------------------------------------------
-class _SkillAdapter(keras.layers.Layer):
-    """Allocation + skill inventory shared by the two public layers.
+class _SkillAdapter(_SkillAllocation):
+    """The adapter (LoRA or SFT skills) shared by the two public layers.
 
-    Subclasses define `_adapted_output(inputs, weights)` (the frozen layer
-    plus `_skill_output`) and `compute_output_shape`, and set
-    `self._in_dims`, `self._out_dims` (feature axes contracted / produced by
-    the base kernel) before calling `_build_skills()`.
+    The allocation (modes, logits, mixing weights, metrics, `add_tasks`,
+    task ids) is `layers.skill_allocation._SkillAllocation`, shared with
+    `SkillConv2D`. Subclasses define `_adapted_output(inputs, weights)`
+    (the frozen layer plus `_skill_output`) and `compute_output_shape`, and
+    set `self._in_dims`, `self._out_dims` (feature axes contracted /
+    produced by the base kernel) before calling `_build_skills()`.
     """
 
     def __init__(
@@ -287,20 +203,10 @@ class _SkillAdapter(keras.layers.Layer):
         skill_regularizer=None,
         **kwargs,
     ):
-        prefix = _snake_names.get(type(self).__name__)
-        if kwargs.get("name") is None and prefix:  # not "skill_lo_ra_dense"
-            uid = keras.backend.get_uid(prefix)
-            kwargs["name"] = prefix if uid == 1 else f"{prefix}_{uid - 1}"
-        super().__init__(**kwargs)
-        self.num_tasks = positive_int(num_tasks, "num_tasks")
-        self.num_skills = positive_int(num_skills, "num_skills")
-        self.num_splits = positive_int(num_splits, "num_splits")
-        if allocation not in ALLOCATIONS:
-            raise ValueError(
-                f"allocation must be one of {ALLOCATIONS}; got {allocation!r}.")
+        super().__init__(num_tasks, num_skills, num_splits=num_splits,
+                         allocation=allocation, **kwargs)
         if adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {ADAPTERS}; got {adapter!r}.")
-        self.allocation = allocation
         self.adapter = adapter
         if adapter == "lora":
             if rank is None:
@@ -317,46 +223,13 @@ class _SkillAdapter(keras.layers.Layer):
                         f"`{name}` is a LoRA argument; adapter='sft' (sparse "
                         f"skills) does not use it: leave it None; got {value!r}.")
             self.rank = None
-        if allocation == "private" and num_skills != num_tasks:
-            raise ValueError(
-                "allocation='private' (Z = I) needs num_skills == num_tasks; "
-                f"got num_skills={num_skills}, num_tasks={num_tasks}.")
-        if allocation == "shared" and num_skills != 1:
-            raise ValueError(
-                f"allocation='shared' (Z = 1) needs num_skills=1; got {num_skills}.")
-        if allocation == "fixed":
-            if expert_matrix is None:
-                raise ValueError(
-                    "allocation='fixed' needs expert_matrix, a (num_tasks, "
-                    "num_skills) 0/1 array.")
-            matrix = np.asarray(expert_matrix, dtype="float32")
-            if matrix.shape != (num_tasks, num_skills):
-                raise ValueError(
-                    f"expert_matrix must have shape (num_tasks, num_skills) = "
-                    f"({num_tasks}, {num_skills}); got {matrix.shape}.")
-            if not np.all((matrix == 0) | (matrix == 1)):
-                raise ValueError("expert_matrix must contain only 0 and 1.")
-            self.expert_matrix = matrix
-        elif expert_matrix is not None:
-            raise ValueError("expert_matrix is only used with allocation='fixed'.")
-        else:
-            self.expert_matrix = None
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}.")
-        self.temperature = float(temperature)
-        self.gumbel_noise = bool(gumbel_noise)
+        self._check_allocation_arguments(
+            temperature, gumbel_noise, top_k, expert_matrix, seed,
+            logits_initializer)
         self.lora_alpha = None if lora_alpha is None else float(lora_alpha)
-        self.top_k = positive_int(top_k, "top_k")
-        if not 0.0 <= sft_sparsity < 1.0:
-            raise ValueError(f"sft_sparsity must be in [0, 1); got {sft_sparsity}.")
-        self.sft_sparsity = float(sft_sparsity)
+        self.sft_sparsity = check_sft_sparsity(sft_sparsity)
         self.mask_seed = int(mask_seed)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
         self._rank_first = prefers_rank_first_matmuls()  # NOTE 12
-        self.logits_initializer = keras.initializers.get(
-            logits_initializer
-            or keras.initializers.RandomUniform(-1e-3, 1e-3))
         self.skill_regularizer = keras.regularizers.get(skill_regularizer)
 
     # -- configuration ----------------------------------------------------
@@ -368,27 +241,17 @@ class _SkillAdapter(keras.layers.Layer):
         return (1.0 if self.lora_alpha is None else self.lora_alpha) / self.rank
 
     def _skill_config(self):
-        return {
-            "num_tasks": self.num_tasks,
-            "num_skills": self.num_skills,
+        config = self._allocation_config()
+        config.update({
             "rank": self.rank,
-            "num_splits": self.num_splits,
-            "allocation": self.allocation,
             "adapter": self.adapter,
-            "temperature": self.temperature,
-            "gumbel_noise": self.gumbel_noise,
             "lora_alpha": self.lora_alpha,
-            "top_k": self.top_k,
-            "expert_matrix": (None if self.expert_matrix is None
-                              else self.expert_matrix.astype(int).tolist()),
             "sft_sparsity": self.sft_sparsity,
             "mask_seed": self.mask_seed,
-            "seed": self.seed,
-            "logits_initializer": keras.initializers.serialize(
-                self.logits_initializer),
             "skill_regularizer": keras.regularizers.serialize(
                 self.skill_regularizer),
-        }
+        })
+        return config
 
     # -- weights -----------------------------------------------------------
     def _build_skills(self):
@@ -400,15 +263,7 @@ class _SkillAdapter(keras.layers.Layer):
             raise ValueError(
                 f"num_splits={splits} must divide in_features={in_features} "
                 f"and out_features={out_features}.")
-        rows = splits * self.num_skills
-        if self.allocation in ("learned", "moe"):
-            self.skill_logits = self.add_weight(
-                name="skill_logits", shape=(self.num_tasks, rows),
-                initializer=self.logits_initializer, autocast=False)
-        elif self.allocation == "hyper":
-            self.task_embeddings = self.add_weight(
-                name="task_embeddings", shape=(self.num_tasks, rows),
-                initializer=self._embedding_initializer(), autocast=False)
+        self._build_allocation()
         if self.adapter == "lora":
             # NOTE 2: A is (splits, skills, r, in/splits), PEFT's is transposed.
             self.lora_a = self.add_weight(
@@ -431,192 +286,13 @@ class _SkillAdapter(keras.layers.Layer):
                 initializer=keras.initializers.Constant(self._draw_masks()),
                 trainable=False)
 
-    def _embedding_initializer(self):
-        return keras.initializers.RandomNormal(
-            stddev=1.0 / math.sqrt(self.num_skills), seed=self.seed)
-
     def _draw_masks(self):
         # NOTE 10: NumPy, so that masks agree on every backend.
-        size = self.in_features * self.out_features
-        active = int(round((1.0 - self.sft_sparsity) * size))
-        rng = np.random.default_rng(self.mask_seed)
-        masks = np.zeros((self.num_skills, size), dtype="float32")
-        for skill in range(self.num_skills):  # build time only
-            masks[skill, rng.permutation(size)[:active]] = 1.0
-        return masks.reshape(self.num_skills, self.in_features, self.out_features)
-
-    # -- allocation --------------------------------------------------------
-    def _uniform_noise(self, shape):
-        """U(0, 1) clipped as torch's clamp_probs (NOTE 6)."""
-        return keras.random.uniform(
-            shape, minval=_UNIFORM_EPS, maxval=1.0 - _UNIFORM_EPS,
-            dtype="float32", seed=self.seed_generator)
-
-    def _gumbel_sigmoid(self, logits):
-        """The relaxed Bernoulli sample (paper Eq. 2), before normalisation.
-
-        z = sigmoid((logits + log u - log(1 - u)) / temperature), u drawn
-        per element by `_uniform_noise` (NOTE 6).
-        """
-        u = self._uniform_noise(ops.shape(logits))
-        return ops.sigmoid((logits + ops.log(u) - ops.log1p(-u)) / self.temperature)
-
-    def _rows(self, table, task_ids):
-        rows = ops.take(table, task_ids, axis=0)
-        return ops.reshape(rows, (-1, self.num_splits, self.num_skills))
-
-    def allocation_weights(self, task_ids, training=False):
-        """Mixing weights w (batch, num_splits, num_skills), float32."""
-        task_ids = ops.cast(task_ids, "int32")
-        shape = (-1, self.num_splits, self.num_skills)
-        if self.allocation == "learned":
-            logits = self._rows(self.skill_logits, task_ids)
-            if training and self.gumbel_noise:
-                probs = self._gumbel_sigmoid(logits)  # NOTE 6
-            else:
-                probs = ops.sigmoid(logits)  # NOTE 5
-            return probs / (ops.sum(probs, axis=-1, keepdims=True) + _EPS)
-        if self.allocation == "hyper":
-            return self._rows(self.task_embeddings, task_ids)  # NOTE 9
-        if self.allocation == "moe":
-            return self._moe_probs(self._rows(self.skill_logits, task_ids))
-        if self.allocation == "private":
-            one_hot = ops.one_hot(task_ids, self.num_skills, dtype="float32")
-            return ops.broadcast_to(
-                one_hot[:, None, :],
-                (ops.shape(task_ids)[0], self.num_splits, self.num_skills))
-        if self.allocation == "shared":
-            return ops.ones(
-                (ops.shape(task_ids)[0], self.num_splits, 1), dtype="float32")
-        matrix = ops.convert_to_tensor(self.expert_matrix, dtype="float32")
-        rows = ops.take(matrix, task_ids, axis=0)
-        rows = rows / (ops.sum(rows, axis=-1, keepdims=True) + _EPS)
-        rows = ops.broadcast_to(
-            rows[:, None, :],
-            (ops.shape(task_ids)[0], self.num_splits, self.num_skills))
-        return ops.reshape(rows, shape)
-
-    def _moe_probs(self, logits):
-        probs = ops.softmax(logits, axis=-1)
-        if self.top_k >= self.num_skills:
-            return probs
-        top_values, _ = ops.top_k(probs, self.top_k)  # NOTE 8
-        keep = ops.cast(probs >= top_values[..., -1:], probs.dtype)
-        kept = probs * keep
-        return kept / ops.sum(kept, axis=-1, keepdims=True)
-
-    def allocation_probabilities(self):
-        """Inference allocation probabilities as NumPy (num_tasks, splits, skills).
-
-        "learned": sigmoid(logits); "private": I; "shared": 1; "fixed": the
-        expert matrix; "moe": top-k softmax. "hyper" has no probabilities.
-        """
-        if self.allocation == "hyper":
-            raise ValueError(
-                "allocation='hyper' uses continuous task embeddings, not "
-                "allocation probabilities.")
-        if not self.built:
-            raise ValueError("Build the layer before reading its allocation.")
-        shape = (self.num_tasks, self.num_splits, self.num_skills)
-        if self.allocation == "learned":
-            probs = ops.sigmoid(ops.reshape(self.skill_logits, shape))
-        elif self.allocation == "moe":
-            probs = self._moe_probs(ops.reshape(self.skill_logits, shape))
-        elif self.allocation == "private":
-            probs = np.broadcast_to(
-                np.eye(self.num_tasks, dtype="float32")[:, None], shape)
-        elif self.allocation == "shared":
-            probs = np.ones(shape, "float32")
-        else:
-            probs = np.broadcast_to(self.expert_matrix[:, None], shape)
-        return np.array(ops.convert_to_numpy(probs))
-
-    def allocation_metrics(self):
-        """Paper Eqs. 5-7 on `allocation_probabilities()` (NOTE 7)."""
-        probs = self.allocation_probabilities()
-        return skill_allocation_metrics(probs.reshape(-1, self.num_skills))
-
-    # -- few-shot adaptation ----------------------------------------------
-    def add_tasks(self, n, expert_rows=None):
-        """Appends `n` tasks, keeping the existing rows (NOTE 11).
-
-        New "learned"/"moe" rows have logits 0 (p = 0.5), new "hyper" rows
-        N(0, 1/num_skills) embeddings. `expert_rows` (n, num_skills) 0/1 is
-        required for "fixed" and refused by the other modes; "private"
-        cannot grow. Returns the ids of the new tasks.
-        """
-        n = positive_int(n, "n")  # NOTE 11
-        old_count = self.num_tasks
-        if self.allocation == "private":
-            raise ValueError(
-                "allocation='private' cannot add tasks: Z = I would need new "
-                "skills. Build a new layer with more skills instead.")
-        if self.allocation == "fixed":
-            if expert_rows is None:
-                raise ValueError("allocation='fixed' needs expert_rows (n, num_skills).")
-            rows = np.asarray(expert_rows, dtype="float32")
-            if rows.shape != (n, self.num_skills) or not np.all(
-                    (rows == 0) | (rows == 1)):
-                raise ValueError(
-                    f"expert_rows must be a 0/1 array of shape ({n}, "
-                    f"{self.num_skills}); got shape {rows.shape}.")
-            self.expert_matrix = np.concatenate([self.expert_matrix, rows])
-        elif expert_rows is not None:
-            raise ValueError("expert_rows is only used with allocation='fixed'.")
-        if self.built and self.allocation in ("learned", "moe", "hyper"):
-            name = "task_embeddings" if self.allocation == "hyper" else "skill_logits"
-            old = getattr(self, name)
-            new_shape = (n, self.num_splits * self.num_skills)
-            if self.allocation == "hyper":
-                extra = self._embedding_initializer()(new_shape)
-            else:
-                extra = ops.zeros(new_shape)
-            value = ops.concatenate([ops.convert_to_tensor(old.value), extra], 0)
-            self._replace_variable(name, old, value)
-        self.num_tasks = old_count + n
-        return list(range(old_count, self.num_tasks))
-
-    def _replace_variable(self, name, old, value):
-        # Keras has no public API to change a built layer's variable shape.
-        # This uses three Keras internals (pinned: keras < 3.16 in
-        # pyproject.toml): `_trainable_variables` / `_non_trainable_variables`
-        # (the ordered variable lists that saving follows), `_untrack_variable`
-        # and `_tracker`, which locks a built layer against new state;
-        # unlocking it is the only way to `add_weight` the grown variable.
-        store = (self._trainable_variables if old.trainable
-                 else self._non_trainable_variables)
-        index = next(i for i, v in enumerate(store) if v is old)
-        locked = self._tracker.locked
-        self._tracker.unlock()
-        try:
-            self._untrack_variable(old)
-            object.__delattr__(self, name)
-            new = self.add_weight(
-                name=name, shape=tuple(value.shape), initializer="zeros",
-                trainable=old.trainable, autocast=False)
-            setattr(self, name, new)
-        finally:
-            if locked:
-                self._tracker.lock()
-        new.assign(value)
-        # Keep the variable's position so saved weights load in order.
-        store = (self._trainable_variables if new.trainable
-                 else self._non_trainable_variables)
-        position = next(i for i, v in enumerate(store) if v is new)
-        store.insert(index, store.pop(position))
+        return draw_sft_masks(self.num_skills,
+                              (self.in_features, self.out_features),
+                              self.sft_sparsity, self.mask_seed)
 
     # -- forward -----------------------------------------------------------
-    def _task_ids(self, inputs, task):
-        """int32 ids (batch,) from `task` or the innermost `task_context`."""
-        if task is None:
-            task = current_task_ids()
-            if task is None:
-                raise ValueError(
-                    f"{describe(self)} needs a task: call "
-                    "it as layer(inputs, task) or inside task_context(task).")
-        task, _ = check_task_inputs(self, inputs, task, num_tasks=self.num_tasks)
-        return task
-
     def _check_inputs(self, inputs):
         need = len(self._in_dims) + 1
         if len(inputs.shape) < need:
@@ -715,16 +391,6 @@ class _SkillAdapter(keras.layers.Layer):
             ops.transpose(weights), self.in_features // self.num_splits, axis=1)
         return ops.einsum("si,sio->io", row_weights, self.sft_masks * self.sft_deltas)
 
-    def _check_task_id(self, task_id):
-        if not self.built:
-            raise ValueError("Build the layer before merging its kernel.")
-        task_id = int(task_id)
-        if not 0 <= task_id < self.num_tasks:
-            raise ValueError(
-                f"task id out of range: got {task_id}, expected an integer in "
-                f"[0, {self.num_tasks}).")
-        return task_id
-
 
 # ---------------------------------------------------------------------------
 # Public layers.
@@ -813,6 +479,8 @@ class SkillLoRADense(_SkillAdapter):
     >>> tuple(sparse(x, task).shape)
     (5, 7, 8)
     """
+
+    _name_prefix = "skill_lora_dense"  # not Keras's "skill_lo_ra_dense"
 
     def __init__(
         self,
@@ -964,6 +632,8 @@ class SkillLoRAEinsumDense(_SkillAdapter):
     >>> layer.compute_output_shape((None, 5, 6))
     (None, 5, 2, 4)
     """
+
+    _name_prefix = "skill_lora_einsum_dense"
 
     def __init__(self, einsum_dense, num_tasks, num_skills, rank=None,
                  num_splits=1, **kwargs):

@@ -10,7 +10,7 @@ def test_public_names_resolve_and_layers_are_keras_layers():
         assert hasattr(layers, name), name
     for cls in (layers.SkillLoRADense, layers.SkillLoRAEinsumDense, layers.MintLayer,
                 layers.FiLMLayer, layers.SoftModularBlock, layers.HyperDense,
-                layers.TaskDense, layers.CrossStitch):
+                layers.TaskDense, layers.CrossStitch, layers.SkillConv2D):
         assert issubclass(cls, keras.layers.Layer)
         assert keras.saving.get_registered_name(cls).startswith("modular_zoo>")
 
@@ -38,6 +38,8 @@ outputs = [
     layers.TaskDense(3, num_tasks=2)(x, ids),
     layers.TaskDense(3, num_tasks=2)(x),
     layers.CrossStitch(num_tasks=2)(x.reshape(4, 2, 3)),
+    layers.SkillConv2D(3, 3, num_tasks=2, num_skills=2, padding="same")(
+        x.reshape(4, 1, 6, 1), ids),
 ]
 import sys
 assert not any(m.split(".")[0] in ("training", "zoo") for m in sys.modules)
@@ -48,4 +50,4 @@ print([tuple(o.shape) for o in outputs])
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == (
-        "[(4, 6), (4, 6), (4, 3), (4, 3), (4, 8), (4, 3), (4, 2, 3), (4, 2, 3)]")
+        "[(4, 6), (4, 6), (4, 3), (4, 3), (4, 8), (4, 3), (4, 2, 3), (4, 2, 3), (4, 1, 6, 3)]")

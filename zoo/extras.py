@@ -67,3 +67,15 @@ def require_backend(backend):
         )
     module, extra = BACKEND_EXTRAS[backend]
     require(module, extra, f"The {backend} backend")
+
+
+def checked_int(value, name, minimum=1):
+    """`value` as an int, or a ValueError naming `name` when it is not an
+    integer (bools refused) of at least `minimum`. Keras-free, for the
+    families' environment and data builders."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {bound}; got {value!r}.")
+    return int(value)

@@ -87,7 +87,7 @@ import re
 
 import numpy as np
 
-from zoo.extras import require
+from zoo.extras import checked_int, require
 
 require("gymnasium", "rl", "BabyAI environments")
 import gymnasium  # noqa: E402
@@ -142,20 +142,6 @@ def _check_levels(levels):
     return levels
 
 
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
-
-
-def _non_negative_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0; got {value!r}.")
-    return int(value)
-
-
 class MissionTokenizer:
     """Mission strings to fixed-length int32 word ids (module docstring).
 
@@ -190,7 +176,7 @@ class MissionTokenizer:
         if len(set(words)) != len(words):
             raise ValueError("Vocabulary words must be distinct.")
         self.words = words
-        self.max_length = _positive_int(max_length, "max_length")
+        self.max_length = checked_int(max_length, "max_length")
         self.word_ids = {word: index + 2 for index, word in enumerate(words)}
         self._cache = {}
 
@@ -271,7 +257,7 @@ class MultiLevelEnv(gymnasium.Env):
                 (self.tokenizer.max_length,), np.int32),
         })
         self.task_id = 0
-        self._reseed(_non_negative_int(seed, "seed"))
+        self._reseed(checked_int(seed, "seed", minimum=0))
 
     @property
     def level(self):
@@ -340,8 +326,8 @@ def make_multitask_env(levels=CPU_LEVELS, num_envs=16, seed=0):
     >>> env.close()
     """
     levels = _check_levels(levels)
-    num_envs = _positive_int(num_envs, "num_envs")
-    seed = _non_negative_int(seed, "seed")
+    num_envs = checked_int(num_envs, "num_envs")
+    seed = checked_int(seed, "seed", minimum=0)
     factories = [(lambda index=index: MultiLevelEnv(levels, seed + index))
                  for index in range(num_envs)]
     return gymnasium.vector.SyncVectorEnv(
@@ -406,8 +392,8 @@ def random_policy_success(level, episodes=100, seed=0):
     >>> 0.0 <= random_policy_success("GoToObj", episodes=5) <= 1.0
     True
     """
-    env = MultiLevelEnv((level,), seed=_non_negative_int(seed, "seed"))
-    episodes = _positive_int(episodes, "episodes")
+    env = MultiLevelEnv((level,), seed=checked_int(seed, "seed", minimum=0))
+    episodes = checked_int(episodes, "episodes")
     rng = np.random.default_rng(seed)
     successes = 0
     try:

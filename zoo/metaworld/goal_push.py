@@ -62,7 +62,7 @@ import warnings
 import gymnasium
 import numpy as np
 
-from zoo.extras import require
+from zoo.extras import checked_int, require
 
 ENV_NAME = "push-v3"
 EPISODE_LENGTH = 500
@@ -72,20 +72,6 @@ PUCK_RANGE = np.array([[-0.1, 0.6, 0.02], [0.1, 0.7, 0.02]])
 GOAL_RANGE = np.array([[-0.1, 0.8, 0.01], [0.1, 0.9, 0.02]])
 MIN_DISTANCE = 0.15  # NOTE 2
 GOAL_DIM = 4  # puck x, y, goal x, y
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
-
-
-def _non_negative_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0; got {value!r}.")
-    return int(value)
 
 
 def draw_goals(num_goals=200, goal_seed=0):
@@ -98,8 +84,8 @@ def draw_goals(num_goals=200, goal_seed=0):
     >>> bool(np.all(np.linalg.norm(vectors[:, :2] - vectors[:, 3:5], axis=1) >= 0.15))
     True
     """
-    num_goals = _positive_int(num_goals, "num_goals")
-    rng = np.random.default_rng(_non_negative_int(goal_seed, "goal_seed"))
+    num_goals = checked_int(num_goals, "num_goals")
+    rng = np.random.default_rng(checked_int(goal_seed, "goal_seed", minimum=0))
     low = np.concatenate([PUCK_RANGE[0], GOAL_RANGE[0]])
     high = np.concatenate([PUCK_RANGE[1], GOAL_RANGE[1]])
     vectors = []
@@ -189,13 +175,13 @@ def make_push_env(num_envs=9, num_goals=200, seed=0, goal_seed=0,
         observations, infos = env.reset(seed=0)    # (2, 39) float32
         goal_table(env)[infos["task_id"]]          # the episodes' goals
     """
-    num_envs = _positive_int(num_envs, "num_envs")
-    episode_length = _positive_int(episode_length, "episode_length")
+    num_envs = checked_int(num_envs, "num_envs")
+    episode_length = checked_int(episode_length, "episode_length")
     if episode_length > EPISODE_LENGTH:
         raise ValueError(
             f"episode_length must be at most {EPISODE_LENGTH} (Meta-World's "
             f"max_path_length); got {episode_length}.")
-    seed = _non_negative_int(seed, "seed")
+    seed = checked_int(seed, "seed", minimum=0)
     vectors = draw_goals(num_goals, goal_seed)
     for module in ("metaworld", "packaging"):
         require(module, "rl", "Meta-World environments")

@@ -62,6 +62,19 @@ _BENCHMARKS = {
 }
 
 
+def add_loop_arguments(parser):
+    """The off-policy loop's options, shared by the Meta-World experiments."""
+    from zoo.__main__ import non_negative_int, positive_float, positive_int
+
+    parser.add_argument("--steps-per-epoch", type=positive_int, default=500,
+                        help="updates between evaluations and checkpoints")
+    parser.add_argument("--warmup-steps", type=positive_int, default=500,
+                        help="vector steps of random actions first")
+    parser.add_argument("--learning-rate", type=positive_float, default=3e-4)
+    parser.add_argument("--plot", type=non_negative_int, choices=(0, 1), default=1,
+                        help="write curves.png (needs the plot extra)")
+
+
 class MetaWorldExperiment:
     """One registered experiment per benchmark."""
 
@@ -74,12 +87,7 @@ class MetaWorldExperiment:
             "Modularization, MINT or a baseline network (CPU budget by default).")
 
     def add_arguments(self, parser):
-        from zoo.__main__ import (
-            comma_list,
-            non_negative_int,
-            positive_float,
-            positive_int,
-        )
+        from zoo.__main__ import comma_list, positive_int
         from zoo.metaworld import NETWORK_PRESETS
 
         parser.add_argument("--network", default=_BENCHMARKS[self.benchmark]["default_network"],
@@ -95,19 +103,13 @@ class MetaWorldExperiment:
         parser.add_argument("--batch-per-task", type=positive_int, default=None,
                             help="transitions per task per update (default 32; "
                                  "--paper: 128)")
-        parser.add_argument("--steps-per-epoch", type=positive_int, default=500,
-                            help="updates between evaluations and checkpoints")
-        parser.add_argument("--warmup-steps", type=positive_int, default=500,
-                            help="vector steps of random actions first")
         parser.add_argument("--eval-episodes", type=positive_int, default=None,
                             help="episodes per task per evaluation (default 2; "
                                  "--paper: 50)")
-        parser.add_argument("--learning-rate", type=positive_float, default=3e-4)
         parser.add_argument("--buffer-per-task", type=positive_int, default=1_000_000)
         parser.add_argument("--paper", action="store_true",
                             help="the paper's batch, budget and evaluation (GPU)")
-        parser.add_argument("--plot", type=non_negative_int, choices=(0, 1), default=1,
-                            help="write curves.png (needs the plot extra)")
+        add_loop_arguments(parser)
 
     def run(self, args):
         results = {}
@@ -360,12 +362,7 @@ class MintPushExperiment:
     REQUIRES = MetaWorldExperiment.REQUIRES
 
     def add_arguments(self, parser):
-        from zoo.__main__ import (
-            comma_list,
-            non_negative_int,
-            positive_float,
-            positive_int,
-        )
+        from zoo.__main__ import comma_list, non_negative_int, positive_int
         from zoo.metaworld import GOAL_NETWORKS
 
         parser.add_argument("--network", default="mint-goal",
@@ -385,22 +382,16 @@ class MintPushExperiment:
         parser.add_argument("--batch-per-goal", type=positive_int, default=None,
                             help="transitions per goal per update (default 32; "
                                  "--paper: 128)")
-        parser.add_argument("--steps-per-epoch", type=positive_int, default=500,
-                            help="updates between evaluations and checkpoints")
-        parser.add_argument("--warmup-steps", type=positive_int, default=500,
-                            help="vector steps of random actions first")
         parser.add_argument("--eval-goals", type=positive_int, default=None,
                             help="evaluation goals, the first of the table "
                                  "(default 9; --paper: all)")
         parser.add_argument("--episode-length", type=positive_int, default=500,
                             help="steps before truncation (500; shorter for smoke runs)")
-        parser.add_argument("--learning-rate", type=positive_float, default=3e-4)
         parser.add_argument("--buffer-per-goal", type=positive_int, default=20_000,
                             help="replay capacity per goal (NOTE 1)")
         parser.add_argument("--paper", action="store_true",
                             help="the paper's batch and evaluation on every goal (GPU)")
-        parser.add_argument("--plot", type=non_negative_int, choices=(0, 1), default=1,
-                            help="write curves.png (needs the plot extra)")
+        add_loop_arguments(parser)
 
     def run(self, args):
         from zoo.runs import write_summary

@@ -109,6 +109,28 @@ def test_goal_networks_match_numpy_eq5(training):
     )
 
 
+@pytest.mark.parametrize("rank", [2, 3])
+def test_linear_goal_networks_match_numpy_eq5(rank):
+    # NOTE 7: no hidden layer takes the path that never forms M(g).
+    rng = np.random.default_rng(5)
+    inputs = random_inputs(rng, rank)
+    goals = rng.normal(size=(BATCH, GOAL_DIM)).astype("float32")
+    layer = MintLayer(task_dim=GOAL_DIM, goal_network={"hidden_units": []})
+    layer.build(inputs.shape)
+    weights = randomise(layer, rng)
+    names = [w.path.split("/", 1)[1] for w in layer.weights]
+    matrix_weights = [w for w, n in zip(weights, names, strict=True)
+                      if n.startswith("matrix")]
+    bias_weights = [w for w, n in zip(weights, names, strict=True)
+                    if n.startswith("bias")]
+    assert len(matrix_weights) == len(bias_weights) == 2
+    matrices = mlp_reference(goals, matrix_weights, 0, None)
+    biases = mlp_reference(goals, bias_weights, 0, None)
+    expected = mint_reference(inputs, matrices.reshape(BATCH, UNITS, UNITS), biases)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(inputs, goals)), expected,
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_identity_at_init_in_every_mode():
     rng = np.random.default_rng(4)
     inputs = random_inputs(rng)

@@ -61,6 +61,7 @@ NOTE 7 (speed): the variable lists of a step are read once per step
   TensorFlow: the latest read of, or load into, the variable).
 """
 
+import os
 import threading
 from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
@@ -775,8 +776,6 @@ def set_cpu_threads(threads=None):
     alone when that has happened.
     """
     if threads is None:
-        import os
-
         if BACKEND != "torch" or torch.cuda.is_available() or (os.cpu_count() or 1) > 4:
             return None
         threads = 1

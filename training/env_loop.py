@@ -56,6 +56,18 @@ from training import backend
 STATE_FILE = "loop_state.json"
 
 
+def success_flags(infos, num_envs):
+    """Per environment, whether a step's infos report success: `success`
+    at the top level or, at an autoreset, in `final_info` (NOTE 4), each
+    where its `_success` mask (gymnasium's vector infos) says it is set."""
+    flags = np.zeros(num_envs, bool)
+    for source in (infos, infos.get("final_info", {})):
+        if "success" in source:
+            mask = source.get("_success", np.ones(num_envs, bool))
+            flags |= np.asarray(source["success"], bool) & np.asarray(mask, bool)
+    return flags
+
+
 class LoopCallback(keras.callbacks.Callback):
     """Base of the loops' callbacks: holds the loop and the acting model
     (NOTE 1), logs progress and checkpoints at every epoch end."""
@@ -129,12 +141,7 @@ class EnvironmentLoop:
         files the finished ones; returns the mask of finished episodes."""
         self._episode_returns += rewards
         finished = np.logical_or(terminations, truncations)
-        if "success" in infos:
-            self._episode_success |= np.asarray(infos["success"], bool)
-        final = infos.get("final_info", {})
-        if "success" in final:  # NOTE 4
-            self._episode_success |= (np.asarray(final["success"], bool)
-                                      & np.asarray(final.get("_success", finished), bool))
+        self._episode_success |= success_flags(infos, self.num_envs)
         for index in np.flatnonzero(finished):
             self._finished_returns.append(float(self._episode_returns[index]))
             self._finished_success.append(bool(self._episode_success[index]))

@@ -152,7 +152,8 @@ class OnPolicyLoop(EnvironmentLoop):
         terminations = np.zeros((steps, envs), bool)
         episode_ends = np.zeros((steps, envs), bool)
         next_values = np.zeros((steps, envs), np.float32)
-        mask = self._episode_began_mask()
+        mask = (np.ones(self.num_envs, np.float32) if self._last_mask is None
+                else self._last_mask)
         for step in range(steps):
             gumbel = self.action_rng.gumbel(size=(envs, self.num_actions)).astype(np.float32)
             memory_in = None if not recurrent else self._memory * mask[:, None]
@@ -171,15 +172,13 @@ class OnPolicyLoop(EnvironmentLoop):
             rewards[step] = step_rewards
             terminations[step] = terms if self.bootstrap_truncation else (terms | truncs)
             episode_ends[step] = self.record_episodes(step_rewards, terms, truncs, infos)
-            if self.bootstrap_truncation and np.any(truncs & ~terms):  # NOTE 1
-                final = self.prepare_observations(np.stack([
-                    infos["final_obs"][i] if cut else next_obs[i]
-                    for i, cut in enumerate(truncs & ~terms)])) if not isinstance(
-                        next_obs, dict) else self._final_dict(next_obs, infos, truncs & ~terms)
+            cut = truncs & ~terms
+            if self.bootstrap_truncation and cut.any():  # NOTE 1
+                final = self._final_observations(next_obs, infos, cut)
                 final_values = np.asarray(ops.convert_to_numpy(model.values_of(
                     trainable, non_trainable, final, self.task_ids,
                     *(() if not recurrent else (self._memory,)))))
-                next_values[step] = np.where(truncs & ~terms, final_values, 0.0)
+                next_values[step] = np.where(cut, final_values, 0.0)
             self._observations = next_obs
             self.read_task_ids(infos)
             mask = (~episode_ends[step]).astype(np.float32)
@@ -208,18 +207,15 @@ class OnPolicyLoop(EnvironmentLoop):
                                                     * self.sequences_per_batch)
                         for _ in range(self.update_epochs)]
 
-    def _episode_began_mask(self):
-        if self._last_mask is None:
-            return np.ones(self.num_envs, np.float32)
-        return self._last_mask
-
-    def _final_dict(self, next_obs, infos, cut):
-        final = {key: np.array(value) for key, value in next_obs.items()}
+    def _final_observations(self, next_obs, infos, cut):
+        """`next_obs` with the true last observation (`final_obs`) of every
+        environment whose episode was cut, prepared as the model takes it."""
+        final = tree.map_structure(np.array, next_obs)
         for index in np.flatnonzero(cut):
-            single = self.prepare_observations(
-                tree.map_structure(lambda a: np.asarray(a)[None], infos["final_obs"][index]))
-            for key in final:
-                final[key][index] = single[key][0]
+            single = self.prepare_observations(tree.map_structure(
+                lambda array: np.asarray(array)[None], infos["final_obs"][index]))
+            for rows, row in zip(tree.flatten(final), tree.flatten(single), strict=True):
+                rows[index] = row[0]
         return final
 
     def _arrange(self, rollout):

@@ -71,19 +71,20 @@ class RunDirectory:
         with open(os.path.join(self.path, _RESULT_FILE)) as file:
             return json.load(file)
 
-    def callbacks(self):
-        """BackupAndRestore and a CSV history (continued on resume, started
+    def callbacks(self, backup=True):
+        """BackupAndRestore (unless `backup=False`: a training loop that
+        adds its own) and a CSV history (continued on resume, started
         afresh when there is no backup to resume from)."""
         import keras
 
         if not self.path:
             return []
         resuming = os.path.isdir(self.backup_dir)
-        return [
-            keras.callbacks.BackupAndRestore(self.backup_dir),
-            keras.callbacks.CSVLogger(os.path.join(self.path, "history.csv"),
-                                      append=resuming),
-        ]
+        history = keras.callbacks.CSVLogger(os.path.join(self.path, "history.csv"),
+                                            append=resuming)
+        if not backup:
+            return [history]
+        return [keras.callbacks.BackupAndRestore(self.backup_dir), history]
 
     def write(self, payload, model=None, **artifacts):
         """Saves `model` (`model.keras`), then calls each `artifacts` value

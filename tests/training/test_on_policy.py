@@ -156,3 +156,33 @@ def test_success_reported_only_in_final_info_counts():
     loop.collect(ppo)
     # A random policy solves about 0.82 of the 6-step episodes.
     assert loop.progress()["success_rate"] > 0.5
+
+
+def test_bootstrapped_truncation_adds_the_final_value_at_every_cut():
+    # With V(final_obs) = 7 everywhere, an advantage at a cut step (the end
+    # of its episode, so delta only) gains exactly gamma * 7 over the run
+    # that treats the cut as terminal (NOTE 1); earlier steps of that
+    # episode gain less, (gamma lam)^k gamma 7.
+    class CountingEnv(FakeDiscreteTaskEnv):
+        cuts = 0
+
+        def step(self, actions):
+            outputs = super().step(actions)
+            self.cuts += int(np.sum(outputs[3] & ~outputs[2]))
+            return outputs
+
+    advantages = {}
+    for bootstrap in (False, True):
+        ppo = make_ppo()
+        ppo.values_of = lambda *args, **kwargs: np.full(ENVS, 7.0, "float32")
+        env = CountingEnv(ENVS, T, num_actions=ACTIONS, episode_length=3)
+        loop = OnPolicyLoop(env, rollout_steps=16, minibatch_size=32, lam=0.5,
+                            bootstrap_truncation=bootstrap, task_ids=np.arange(ENVS) % T)
+        loop._placeholder(ppo)
+        ppo(loop.minibatch(0))
+        loop.collect(ppo)
+        advantages[bootstrap] = loop.rollout["advantages"]
+    gain = advantages[True] - advantages[False]
+    assert env.cuts > 0
+    assert np.sum(np.isclose(gain, 0.99 * 7.0, atol=1e-4)) == env.cuts
+    assert np.all(gain > -1e-5) and gain.max() < 0.99 * 7.0 + 1e-4

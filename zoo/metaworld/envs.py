@@ -143,7 +143,9 @@ def _task_ids(infos, num_envs, previous=None):
 
 
 def _flag(infos, key, num_envs):
-    """`infos[key]` as booleans where present (its `_key` mask), else False."""
+    """`infos[key]` as booleans where present (its `_key` mask), else False.
+    (training.env_loop.success_flags does the same for the training loops;
+    this module stays free of keras, which importing training would load.)"""
     if key not in infos:
         return np.zeros(num_envs, bool)
     values = np.asarray(infos[key], bool)

@@ -220,10 +220,9 @@ def _train_sac(env, actor, critic, num_tasks, capacity, settings, args, run,
                          warmup_steps=settings["warmup_steps"], run_dir=run.path,
                          seed=args.seed, tasks_per_batch=tasks_per_batch)
     evaluation = make_evaluation(sac)
-    # The loop adds its own BackupAndRestore (same directory); the run
-    # directory adds the CSV history.
+    # The loop adds its own BackupAndRestore (same directory).
     loop.fit(sac, settings["env_steps"], steps_per_epoch=settings["steps_per_epoch"],
-             callbacks=[evaluation, *run.callbacks()[1:]], verbose=args.verbose)
+             callbacks=[evaluation, *run.callbacks(backup=False)], verbose=args.verbose)
     return sac, loop, evaluation
 
 

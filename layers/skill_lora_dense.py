@@ -200,6 +200,7 @@ class _SkillAdapter(_SkillAllocation):
         mask_seed=0,
         seed=None,
         logits_initializer=None,
+        skill_initializer="zeros",
         skill_regularizer=None,
         **kwargs,
     ):
@@ -230,6 +231,13 @@ class _SkillAdapter(_SkillAllocation):
         self.sft_sparsity = check_sft_sparsity(sft_sparsity)
         self.mask_seed = int(mask_seed)
         self._rank_first = prefers_rank_first_matmuls()  # NOTE 12
+        self.skill_initializer = keras.initializers.get(skill_initializer)
+        if adapter == "lora" and keras.initializers.serialize(
+                self.skill_initializer) != keras.initializers.serialize(
+                keras.initializers.get("zeros")):
+            raise ValueError(
+                "skill_initializer is the SFT deltas' initializer; LoRA skills "
+                "start with B = 0 (adapter='lora'): leave it 'zeros'.")
         self.skill_regularizer = keras.regularizers.get(skill_regularizer)
 
     # -- configuration ----------------------------------------------------
@@ -248,6 +256,8 @@ class _SkillAdapter(_SkillAllocation):
             "lora_alpha": self.lora_alpha,
             "sft_sparsity": self.sft_sparsity,
             "mask_seed": self.mask_seed,
+            "skill_initializer": keras.initializers.serialize(
+                self.skill_initializer),
             "skill_regularizer": keras.regularizers.serialize(
                 self.skill_regularizer),
         })
@@ -279,7 +289,8 @@ class _SkillAdapter(_SkillAllocation):
             self.sft_deltas = self.add_weight(
                 name="sft_deltas",
                 shape=(self.num_skills, in_features, out_features),
-                initializer="zeros", regularizer=self.skill_regularizer)
+                initializer=self.skill_initializer,
+                regularizer=self.skill_regularizer)
             self.sft_masks = self.add_weight(
                 name="sft_masks",
                 shape=(self.num_skills, in_features, out_features),
@@ -448,6 +459,9 @@ class SkillLoRADense(_SkillAdapter):
         seed: Integer or None, seed of the relaxation noise and of the
             "hyper" embeddings.
         logits_initializer: Initializer for Z (default U(-1e-3, 1e-3)).
+        skill_initializer: Initializer for the SFT deltas (default "zeros":
+            the layer starts as its base; Polytropon's BabyAI runs drew
+            them nonzero). LoRA skills always start with B = 0.
         skill_regularizer: Regularizer for the skill parameters.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
@@ -606,7 +620,8 @@ class SkillLoRAEinsumDense(_SkillAdapter):
         **kwargs: The other skill arguments of `SkillLoRADense`
             (`allocation`, `adapter`, `temperature`, `gumbel_noise`,
             `lora_alpha`, `top_k`, `expert_matrix`, `sft_sparsity`,
-            `mask_seed`, `seed`, `logits_initializer`, `skill_regularizer`)
+            `mask_seed`, `seed`, `logits_initializer`, `skill_initializer`,
+            `skill_regularizer`)
             and base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:

@@ -12,7 +12,10 @@ This module holds what they share:
 * the environment's tasks: environment i is task `task_ids[i]`, or, when
   the infos carry `task_id` (NOTE 2), the task of its current episode;
 * the episode statistics logged as `episode_return` / `success_rate`
-  (finished episodes since the last log) and `env_steps`;
+  (finished episodes since the last log) and `env_steps`, and the record
+  of every finished episode (`episode_records`: the step count at its
+  end, its task, success, return and length), checkpointed with the loop
+  so that per-task learning curves survive a resume;
 * acting with the step's live values through a compiled `model.act`
   (NOTE 1);
 * the checkpoint: `loop_state.json` (step count, every random generator's
@@ -54,6 +57,9 @@ import numpy as np
 from training import backend
 
 STATE_FILE = "loop_state.json"
+EPISODES_FILE = "episodes.npy"
+# Columns of `EnvironmentLoop.episode_records`.
+EPISODE_COLUMNS = ("env_steps", "task_id", "success", "return", "length")
 
 
 def success_flags(infos, num_envs):
@@ -116,6 +122,8 @@ class EnvironmentLoop:
         self._act = self._acting_model = None
         self._episode_returns = np.zeros(self.num_envs)
         self._episode_success = np.zeros(self.num_envs, bool)
+        self._episode_lengths = np.zeros(self.num_envs, np.int64)
+        self._records = []
         self._finished_returns, self._finished_success = [], []
         self._epoch_returns, self._epoch_success = [], []
 
@@ -127,6 +135,7 @@ class EnvironmentLoop:
         self.read_task_ids(infos)
         self._episode_returns[:] = 0
         self._episode_success[:] = False
+        self._episode_lengths[:] = 0
 
     def prepare_observations(self, observations):
         """Observations as the model takes them (float32 by default)."""
@@ -140,14 +149,29 @@ class EnvironmentLoop:
         """Adds a step's rewards and success to the running episodes and
         files the finished ones; returns the mask of finished episodes."""
         self._episode_returns += rewards
+        self._episode_lengths += 1
         finished = np.logical_or(terminations, truncations)
         self._episode_success |= success_flags(infos, self.num_envs)
+        # Called before `read_task_ids`: `task_ids` are the ended episodes'.
+        frames = (self.env_steps + 1) * self.num_envs
         for index in np.flatnonzero(finished):
             self._finished_returns.append(float(self._episode_returns[index]))
             self._finished_success.append(bool(self._episode_success[index]))
+            self._records.append((frames, int(self.task_ids[index]),
+                                  float(self._episode_success[index]),
+                                  float(self._episode_returns[index]),
+                                  int(self._episode_lengths[index])))
             self._episode_returns[index] = 0
             self._episode_success[index] = False
+            self._episode_lengths[index] = 0
         return finished
+
+    @property
+    def episode_records(self):
+        """Every finished episode, (episodes, 5) float64 with the columns
+        `EPISODE_COLUMNS`: environment steps (over all environments) when it
+        ended, task id, success (0/1), return and length."""
+        return np.asarray(self._records, np.float64).reshape(-1, len(EPISODE_COLUMNS))
 
     def compiled_act(self, model):
         """`model.act` compiled once per model (NOTE 1)."""
@@ -189,6 +213,9 @@ class EnvironmentLoop:
             return
         os.makedirs(self.run_dir, exist_ok=True)
         self.save_arrays()
+        temporary = os.path.join(self.run_dir, "tmp_" + EPISODES_FILE)
+        np.save(temporary, self.episode_records)
+        os.replace(temporary, os.path.join(self.run_dir, EPISODES_FILE))
         state = {"env_steps": self.env_steps, "extra": self.extra_state()}
         for name in self.rng_names:
             state[name] = getattr(self, name).bit_generator.state
@@ -204,6 +231,9 @@ class EnvironmentLoop:
         with open(os.path.join(self.run_dir, STATE_FILE)) as file:
             state = json.load(file)
         self.load_arrays()
+        episodes = os.path.join(self.run_dir, EPISODES_FILE)
+        if os.path.exists(episodes):
+            self._records = [tuple(row) for row in np.load(episodes).tolist()]
         self.env_steps = int(state["env_steps"])
         for name in self.rng_names:
             getattr(self, name).bit_generator.state = state[name]

@@ -21,6 +21,8 @@ EXPERIMENTS = {
     "mt10": "zoo.metaworld.experiments:MT10",
     "mt50": "zoo.metaworld.experiments:MT50",
     "mint-push": "zoo.metaworld.experiments:MINT_PUSH",
+    "babyai": "zoo.babyai.experiments:BABYAI",
+    "babyai-bc": "zoo.babyai.cloning:BABYAI_BC",
 }
 DEFAULT_EXPERIMENT = "hyperteacher"
 

@@ -276,7 +276,10 @@ class OnPolicyLoop(EnvironmentLoop):
         per_rollout = self.rollout_steps * self.num_envs
         iterations = max(1, -(-int(total_env_steps) // per_rollout))
         self._placeholder(model)
-        if not model.weights:  # acting needs the variables before fit's first step
+        if not (model.built and model.weights):
+            # Acting needs the variables before fit's first step; and a model
+            # fit finds unbuilt is built symbolically, which on torch runs the
+            # policy on placeholder ids (ones) that may exceed num_tasks.
             model(self.minibatch(0))
         return self.run_fit(model, RolloutBatches(self), iterations,
                             [RolloutCollector(self, model), *callbacks], verbose)

@@ -100,6 +100,10 @@ def test_killed_run_resumes_with_weights_steps_and_random_state(tmp_path):
     assert resumed.action_rng.bit_generator.state == saved["action_rng"]
     assert resumed.sample_rng.bit_generator.state == saved["sample_rng"]
     assert resumed.action_rng.bit_generator.state != loop.action_rng.bit_generator.state
+    # The episodes finished before the checkpoint, and only those, come back.
+    before = loop.episode_records[loop.episode_records[:, 0] <= ENVS * saved_steps]
+    assert len(before) and len(before) < len(loop.episode_records)
+    np.testing.assert_array_equal(resumed.episode_records, before)
 
     class FirstCollection(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

@@ -87,6 +87,8 @@ def curve_points(records, task_id, total_frames, points=CURVE_POINTS):
     frame counts (0 before its first episode)."""
     frames, rolling = level_curve(records, task_id)
     grid = np.linspace(total_frames / points, total_frames, points)
+    if not len(frames):
+        return grid, np.zeros(points)
     index = np.searchsorted(frames, grid, side="right") - 1
     return grid, np.where(index >= 0, rolling[np.maximum(index, 0)], 0.0)
 
@@ -229,7 +231,8 @@ def _table(summary, levels, settings, seeds):
         for level in levels:
             entry = per_level[level]
             frames = entry["frames_to_0.9"]
-            cells.append(f"{entry['success_rate']:.2f} / "
+            rate = entry["success_rate"]
+            cells.append((f"{rate:.2f}" if rate is not None else "no episode") + " / "
                          + (f"{frames / 1000:.0f}K" if frames is not None else "-"))
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Polytropon skills on KerasHub BART (SkillBartSeq2SeqLM)."""

@@ -79,7 +79,7 @@ Task ids: the call is `layer(inputs, task)`, `task` integer ids (batch,) of
 any integer dtype, checked by `layers.task_inputs.check_task_inputs` (one
 clear ValueError for a wrong kind or shape, a batch that differs from the
 inputs' batch, or out-of-range ids where their values are concrete). Under
-jit ids cannot be checked and follow the backend's gather semantics (wrong
+jit ids cannot be checked: an out-of-range id selects an all-zero allocation row (wrong
 outputs, no error; `layers/layers_backend.py` NOTE 2). When the call gets
 `task=None`, the ids set by the innermost `task_context(...)` are used (for
 code paths such as KerasHub's generate() that call sublayers directly);

@@ -42,11 +42,9 @@ import keras
 from keras import ops
 
 from training import backend
+from training.optimizers import ALLOCATION_PATTERN, with_allocation_optimizer
 from training.state import StepState
 from training.step_model import StepModel
-
-ALLOCATION_PATTERN = "(.*/)?.*skill_logits.*"
-
 
 def ppo_optimizer(learning_rate=1e-4, epsilon=1e-5, clipnorm=0.5,
                   allocation_learning_rate=None, allocation_pattern=ALLOCATION_PATTERN):
@@ -56,10 +54,10 @@ def ppo_optimizer(learning_rate=1e-4, epsilon=1e-5, clipnorm=0.5,
     def adam(rate):
         return keras.optimizers.Adam(rate, epsilon=epsilon, global_clipnorm=clipnorm)
 
-    if allocation_learning_rate is None:
-        return adam(learning_rate)
-    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
-        adam(learning_rate), {allocation_pattern: adam(allocation_learning_rate)}))
+    return with_allocation_optimizer(
+        adam(learning_rate),
+        None if allocation_learning_rate is None else adam(allocation_learning_rate),
+        allocation_pattern)
 
 
 def categorical_log_probs(logits, actions):

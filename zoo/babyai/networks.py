@@ -197,7 +197,7 @@ class BabyAIPolicy(keras.Model):
         return self.memory_units > 0
 
     def allocation_probabilities(self):
-        """Per skill layer (by name) its (num_tasks, num_skills) allocation
+        """Per skill layer (by name) its (num_tasks, num_splits, num_skills) allocation
         probabilities (inference allocation)."""
         return {layer.name: np.asarray(ops.convert_to_numpy(
             layer.allocation_probabilities())) for layer in self._skill_layers}

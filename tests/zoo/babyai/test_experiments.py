@@ -98,3 +98,31 @@ def test_short_run_on_a_real_level_beats_the_random_policy(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)["results"]
     success = result["per_level"]["shared"]["GoToObj"]["success_rate"]
     assert success > 0.4, success
+
+
+def test_killed_run_resumes_from_its_last_rollout(tmp_path, monkeypatch, capsys):
+    import keras
+
+    from zoo.runs import RunDirectory
+
+    class Kill(keras.callbacks.Callback):  # as the third rollout begins
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    original = RunDirectory.callbacks
+    monkeypatch.setattr(RunDirectory, "callbacks",
+                        lambda self, backup=True: [*original(self, backup), Kill()])
+    options = ("--variants", "shared", "--frames", "320")  # 4 rollouts of 80 frames
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(tmp_path, *options, capsys=capsys)
+    saved = np.load(tmp_path / "out" / "shared" / "seed_0" / "episodes.npy")
+    monkeypatch.setattr(RunDirectory, "callbacks", original)
+    run = run_cli(tmp_path, *options, capsys=capsys)["runs"]["shared"][0]
+    assert run["resumed_from_env_step"] == 160 and run["frames"] == 320
+    episodes = np.loadtxt(tmp_path / "out" / "shared" / "seed_0" / "episodes.csv",
+                          delimiter=",", skiprows=1, usecols=(0, 2))
+    # The episodes finished before the checkpoint are kept, in order.
+    assert len(saved) and np.all(saved[:, 0] <= 160)
+    np.testing.assert_array_equal(episodes[:len(saved)], saved[:, [0, 2]])
+    assert np.all(np.diff(episodes[:, 0]) >= 0)

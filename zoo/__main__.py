@@ -25,6 +25,27 @@ from zoo.extras import (
 BACKENDS = tuple(BACKEND_EXTRAS)
 
 
+def _import_tensorflow_quietly():
+    """Imports TensorFlow, if installed, with file descriptor 2 sent to
+    /dev/null: TensorFlow 2.21 writes start-up lines to stderr from C++
+    before its logging starts (absl's "All log messages before
+    absl::InitializeLog() ...", the oneDNN and CUDA notices), which
+    TF_CPP_MIN_LOG_LEVEL does not reach. An import error still raises."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _number_type(convert, minimum, inclusive, what):
     def parse(text):
         try:
@@ -121,6 +142,7 @@ def main(argv=None):
         parser.exit(2, f"error: {error}\n")
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _import_tensorflow_quietly()
     from training.backend import set_cpu_threads
 
     set_cpu_threads(args.threads)

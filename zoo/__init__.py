@@ -13,6 +13,8 @@ _LAZY = {
     "EXPERIMENTS": "zoo.experiments",
     "make_synthetic_tasks": "zoo.tasks.synthetic",
     "TaskConditionedMLP": "zoo.models.task_mlp",
+    "SkillBartSeq2SeqLM": "zoo.polytropon.bart",
+    "SkillBartSeq2SeqLMPreprocessor": "zoo.polytropon.bart",
 }
 
 __getattr__, __dir__, __all__ = lazy_attributes(

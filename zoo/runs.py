@@ -99,6 +99,25 @@ class RunDirectory:
             json.dump(payload, file, indent=2)
 
 
+def lookup_preset(preset, presets, config_file="config.json"):
+    """A family's preset dict (a copy): a key of `presets`, or a directory
+    written by the family's `save_to_preset` (its `config_file`).
+
+    >>> lookup_preset("small", {"small": {"width": 8}})
+    {'width': 8}
+    """
+    import copy
+
+    if isinstance(preset, str) and preset in presets:
+        return copy.deepcopy(presets[preset])
+    if isinstance(preset, str) and os.path.isfile(os.path.join(preset, config_file)):
+        with open(os.path.join(preset, config_file)) as file:
+            return json.load(file)
+    raise ValueError(
+        f"Unknown preset {preset!r}: expected one of {', '.join(presets)} or a "
+        f"directory written by save_to_preset (with {config_file}).")
+
+
 def write_summary(output_dir, table, results):
     """Writes an experiment's `results.md` (its table) and `results.json`."""
     if not output_dir:

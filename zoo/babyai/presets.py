@@ -20,11 +20,12 @@ NOTE 2 (the allocation learning rate): the paper gives no value for
   is 100x the skills' (0.1 vs 1e-3). We use 10x by default.
 """
 
-import copy
 import json
 import os
 
 from zoo.babyai.envs import CPU_LEVELS, LEVELS, MissionTokenizer
+from zoo.runs import lookup_preset
+
 
 PRESETS = {
     "tiny": {
@@ -56,14 +57,7 @@ _WEIGHTS_FILE = "policy.weights.h5"
 
 def get_preset(preset):
     """The preset's dict (a copy): a name of `PRESETS` or a saved directory."""
-    if isinstance(preset, str) and preset in PRESETS:
-        return copy.deepcopy(PRESETS[preset])
-    if isinstance(preset, str) and os.path.isfile(os.path.join(preset, _CONFIG_FILE)):
-        with open(os.path.join(preset, _CONFIG_FILE)) as file:
-            return json.load(file)
-    raise ValueError(
-        f"Unknown preset {preset!r}: expected one of {', '.join(PRESETS)} or a "
-        f"directory written by save_to_preset (with {_CONFIG_FILE}).")
+    return lookup_preset(preset, PRESETS, _CONFIG_FILE)
 
 
 def from_preset(preset, variant=None, levels=None, num_skills=None, seed=0,

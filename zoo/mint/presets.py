@@ -33,13 +33,14 @@ NOTE 2 (training): the paper gives no optimiser or schedule; the presets
   use Adam with the learning rates below, without weight decay.
 """
 
-import copy
 import json
 import os
 
 import keras
 
 from zoo.mint.networks import MODELS, MultiTaskClassifier
+from zoo.runs import lookup_preset
+
 
 PRESETS = {
     "cifar100_small": {
@@ -73,15 +74,7 @@ _WEIGHTS_FILE = "model.weights.h5"
 
 def get_preset(preset):
     """The preset's dict (a copy): a name of `PRESETS` or a saved directory."""
-    if isinstance(preset, str) and preset in PRESETS:
-        return copy.deepcopy(PRESETS[preset])
-    if isinstance(preset, str) and os.path.isfile(os.path.join(preset, _CONFIG_FILE)):
-        with open(os.path.join(preset, _CONFIG_FILE)) as file:
-            return json.load(file)
-    raise ValueError(
-        f"Unknown preset {preset!r}: expected one of {', '.join(PRESETS)} or a "
-        f"directory written by save_to_preset (with {_CONFIG_FILE})."
-    )
+    return lookup_preset(preset, PRESETS, _CONFIG_FILE)
 
 
 def from_preset(preset, model=None, **network_overrides):

@@ -100,7 +100,8 @@ class BabyAIPolicy(keras.Model):
 
     >>> policy = BabyAIPolicy(**skill_arguments("polytropon", ["GoToObj", "GoToLocal"]),
     ...                       vocabulary_size=28, max_value=11, image_embedding=8,
-    ...                       width=8, film_blocks=1, instruction_units=8)
+    ...                       width=8, film_blocks=1, instruction_units=8,
+    ...                       memory_units=0)
     >>> observations = {"image": np.zeros((3, 7, 7, 3), "int32"),
     ...                 "mission": np.ones((3, 9), "int32")}
     >>> logits, values = policy((observations, np.array([0, 1, 1])))

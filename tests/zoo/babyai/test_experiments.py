@@ -91,6 +91,7 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, options, message):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # 19,200 frames: 118 s on torch under load (./test.sh --slow)
 def test_short_run_on_a_real_level_beats_the_random_policy(tmp_path, capsys):
     # GoToObj: the random policy succeeds in 22% of episodes (reference-facts).
     main(["run", "babyai", "--output-dir", "", "--verbose", "0", "--levels", "GoToObj",

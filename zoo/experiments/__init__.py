@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "mt50": "zoo.metaworld.experiments:MT50",
     "mint-push": "zoo.metaworld.experiments:MINT_PUSH",
     "babyai": "zoo.babyai.experiments:BABYAI",
+    "babyai-bc": "zoo.babyai.cloning:BABYAI_BC",
 }
 DEFAULT_EXPERIMENT = "hyperteacher"
 

@@ -25,7 +25,9 @@ accuracy, validation loss and accuracy per epoch), `preset/` (the policy,
 `results.json`, `results.md` and, with a learned variant,
 `allocation.png` (the expert table beside each learned allocation, its
 skill columns reordered by the matching below). An interrupted run resumes
-at its last finished epoch; finished runs are read back.
+at its last finished epoch (`keras.callbacks.BackupAndRestore`: weights,
+the optimizer state, the epoch; the shuffling of the remaining epochs is not
+the uninterrupted run's); finished runs are read back.
 
 Results per variant (means over seeds): per-level validation accuracy
 (greedy action = the bot's) and rollout success, and for learned
@@ -47,10 +49,11 @@ allocations:
   all 0.5 (the start: logits ~ 0), all ones (every level every skill),
   and the identity (one skill per level, "private").
 
-Default budget (2-core CPU, JAX, measured): 4 CPU levels x 200 episodes
-(~4,400 steps, collected in ~5 s), 15 epochs of batches of 64: 70-190 s
-of training and 5-20 s of 200 rollouts per variant, about 10 minutes for
-the four variants (measured beside other jobs, load ~3).
+Default budget (2-core CPU, JAX, measured beside other jobs at a load
+of 3-6): 4 CPU levels x 200 episodes (4,361 steps, collected in 4.6 s),
+15 epochs of batches of 64: 73-188 s of training and 5-22 s of the 200
+rollouts per run (12 runs), 10 minutes for the four variants with one
+seed, 28 more for seeds 1 and 2 (docs/results.md).
 
 NOTE 1 (measure): the mean over layers can hide layers that learn
   different permutations; `expert_distance_layers` matches each layer on
@@ -555,11 +558,13 @@ def plot_allocations(path, summary, levels):
     if plt is None:
         return
     expert = expert_matrix(levels)
-    panels = [("expert (paper Table 2)", expert)] + [
-        (f"{variant}\ndistance {summary[variant]['expert_distance']:.3f}",
-         np.asarray(summary[variant]["allocation_first_seed"]["mean_probabilities"])[
-             :, summary[variant]["allocation_first_seed"]["expert_permutation"]])
-        for variant in learned]
+    panels = [("expert (paper Table 2)", expert)]
+    for variant in learned:
+        allocation = summary[variant]["allocation_first_seed"]
+        panels.append((f"{variant}, seed {summary[variant]['seeds'][0]}\n"
+                       f"distance {allocation['expert_distance']:.3f}",
+                       np.asarray(allocation["mean_probabilities"])[
+                           :, allocation["expert_permutation"]]))
     figure, axes = plt.subplots(1, len(panels), figsize=(2.2 + 2.4 * len(panels), 3.2),
                                 squeeze=False)
     for axis, (title, matrix) in zip(axes[0], panels):

@@ -23,8 +23,9 @@ DAgger); a rare episode the bot does not finish is kept and marked
 arguments that made them, so that a resumed run reads them back; a file of
 other arguments is collected again and overwritten.
 
-Speed (2 cores): ~300-420 episodes/s on the four single-room CPU levels,
-whose bot episodes last ~5 steps (the bot goes straight to the object).
+Speed (2 cores, measured beside other jobs): 800 episodes of the four
+single-room CPU levels (4,361 steps: the bot goes straight to the object)
+in 4.6 s.
 
 NOTE 1 (held-out episodes): different seeds give different draws of the
   level generator, but a small room has a finite number of layouts and

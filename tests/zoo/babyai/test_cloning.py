@@ -1,7 +1,8 @@
-"""Behaviour cloning of the BabyAI bot (zoo/babyai/cloning.py, demos.py):
-the bot's demonstrations, the allocation-vs-expert measures by hand, a run
-end to end that beats the majority action, finished runs read back, and
-one-line errors for bad options."""
+"""Behaviour cloning of the BabyAI bot (zoo/babyai/cloning.py): the
+allocation-vs-expert measures by hand, a run end to end through the command
+line that beats the best constant action per level, finished runs read
+back, a killed run resumed from its last epoch, and one-line errors for bad
+options. The demonstrations themselves: test_demos.py."""
 
 import json
 import os
@@ -11,8 +12,6 @@ import pytest
 
 from zoo.__main__ import main
 from zoo.babyai.cloning import compare_with_expert, match_to_expert
-from zoo.babyai.demos import collect_demonstrations, load_or_collect, successful_steps
-from zoo.babyai.envs import NUM_ACTIONS
 
 EXPERT = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]])
 
@@ -43,62 +42,100 @@ def test_compare_with_expert_by_hand():
         "identity": round(3 / 9, 4)}
 
 
-def test_bot_demonstrations_are_successful_reproducible_and_split(tmp_path):
-    demos = collect_demonstrations(["GoToObj", "GoToRedBallGrey"], episodes_per_level=3)
-    assert demos["episode_success"].all() and len(demos["episode_success"]) == 6
-    assert len(demos["actions"]) == demos["episode_lengths"].sum()
-    assert demos["actions"].min() >= 0 and demos["actions"].max() < NUM_ACTIONS
-    assert set(demos["task_ids"]) == {0, 1}
-    assert demos["image"].shape[1:] == (7, 7, 3)
-    again = collect_demonstrations(["GoToObj", "GoToRedBallGrey"], episodes_per_level=3)
-    for key, value in demos.items():
-        np.testing.assert_array_equal(again[key], value)
-    other = collect_demonstrations(["GoToObj", "GoToRedBallGrey"], episodes_per_level=3,
-                                   split="validation")
-    assert not np.array_equal(other["image"][:5], demos["image"][:5])
-    assert len(successful_steps(demos)["actions"]) == len(demos["actions"])
-
-    path = str(tmp_path / "train.npz")
-    first, cached = load_or_collect(path, ["GoToObj"], 2)
-    assert not cached and os.path.exists(path)
-    second, cached = load_or_collect(path, ["GoToObj"], 2)
-    assert cached
-    np.testing.assert_array_equal(second["actions"], first["actions"])
-
-
 def run_cli(tmp_path, *options, capsys):
     main(["run", "babyai-bc", "--output-dir", str(tmp_path / "out"), "--verbose", "0",
-          "--levels", "GoToObj,GoToRedBallGrey", "--episodes-per-level", "50",
-          "--validation-episodes", "20", "--eval-episodes", "4", "--epochs", "6",
-          "--batch-size", "16", "--learning-rate", "3e-3",
+          "--levels", "GoToObj,GoToRedBallGrey", "--episodes-per-level", "100",
+          "--validation-episodes", "20", "--eval-episodes", "4", "--epochs", "10",
+          "--batch-size", "16", "--learning-rate", "3e-3", "--variants", "polytropon",
           *options])
     return json.loads(capsys.readouterr().out)["results"]
 
 
-def test_end_to_end_beats_the_majority_action_and_reads_runs_back(tmp_path, capsys):
-    results = run_cli(tmp_path, "--variants", "shared,polytropon", capsys=capsys)
+def test_killed_run_resumes_learns_and_is_read_back(tmp_path, monkeypatch, capsys):
+    """One run through the command line (a model's compilation costs more
+    than its training here): killed as its 4th epoch begins, resumed from
+    the 3rd epoch's backup, then checked for learning and read back."""
+    import keras
+
+    from zoo.runs import RunDirectory
+
+    seen = {"epochs": [], "begin": []}
+
+    def state(model):
+        return ([np.array(w) for w in model.get_weights()],
+                int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
+
+    class Probe(keras.callbacks.Callback):
+        kill = True
+
+        def on_train_begin(self, logs=None):
+            seen["begin"].append(state(self.model))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            seen["epochs"].append(epoch)
+            if self.kill and epoch == 3:
+                raise KeyboardInterrupt
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen["end"] = state(self.model)
+
+    original = RunDirectory.callbacks
+    monkeypatch.setattr(RunDirectory, "callbacks",
+                        lambda self, backup=True: [*original(self, backup), Probe()])
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(tmp_path, capsys=capsys)
     out = tmp_path / "out"
+    run_dir = out / "polytropon" / "seed_0"
+    assert not os.path.exists(run_dir / "result.json")
+    weights, iterations = seen["end"]  # after the third epoch
+    assert iterations > 0 and seen["epochs"] == [0, 1, 2, 3]
+
+    # Resumed: the weights and both Adams of the MultiOptimizer (the
+    # allocation logits have their own) as the third epoch left them.
+    Probe.kill = False
+    results = run_cli(tmp_path, capsys=capsys)
+    restored_weights, restored_iterations = seen["begin"][1]
+    assert restored_iterations == iterations
+    for restored, saved in zip(restored_weights, weights):
+        np.testing.assert_array_equal(restored, saved)
+    assert seen["epochs"][4:] == list(range(3, 10))  # epochs 4-10 only
+    history = np.loadtxt(run_dir / "history.csv", delimiter=",", skiprows=1, usecols=0)
+    np.testing.assert_array_equal(history, np.arange(10))
+
     for name in ("results.json", "results.md", "allocation.png",
                  "demos/train.npz", "demos/validation.npz"):
         assert os.path.exists(out / name), name
     for name in ("history.csv", "result.json", "preset/config.json"):
-        assert os.path.exists(out / "shared" / "seed_0" / name), name
+        assert os.path.exists(run_dir / name), name
+    with open(out / "results.json") as file:
+        assert json.load(file)["variants"] == results["variants"]
     assert results["bot_success"] == 1.0
-    shared, polytropon = results["variants"]["shared"], results["variants"]["polytropon"]
-    assert "expert_distance" not in shared
-    assert np.asarray(
-        polytropon["allocation_first_seed"]["mean_probabilities"]).shape == (2, 2)
+    polytropon = results["variants"]["polytropon"]
+    allocation = polytropon["allocation_first_seed"]
+    assert np.asarray(allocation["mean_probabilities"]).shape == (2, 2)
+    assert 0.0 <= polytropon["expert_distance"] <= 1.0
+    assert 0.0 <= polytropon["success_rate"] <= 1.0
 
-    # Learning (can fail): the policies imitate the bot better than always
-    actions = np.load(out / "demos" / "validation.npz")["actions"]
-    majority = np.bincount(actions).max() / len(actions)
-    # taking the bot's most frequent action (measured: majority 0.636;
-    # shared / polytropon 0.886 / 0.757 on JAX, 0.751 / 0.776 on torch).
-    for row in (shared, polytropon):
-        assert row["validation_accuracy"] > majority + 0.08, (row, majority)
+    # Learning (can fail): the policy imitates the bot better than the
+    # best constant action of each level (a policy that knows the level and
+    # always takes its most frequent bot action), scored as
+    # validation_accuracy is, the mean over levels. Measured: 0.64 for the
+    # constant action (forward); the policy 0.87 (JAX), 0.82 (torch), 0.88 (TF).
+    validation = np.load(out / "demos" / "validation.npz")
+    majority = np.mean([
+        np.bincount(validation["actions"][validation["task_ids"] == k]).max()
+        / np.sum(validation["task_ids"] == k) for k in range(2)])
+    assert polytropon["validation_accuracy"] > majority + 0.1, (polytropon, majority)
 
-    again = run_cli(tmp_path, "--variants", "shared", capsys=capsys)
-    assert again["variants"]["shared"] == shared  # read back, not retrained
+    # A finished run is read back, not retrained; another configuration in
+    # the same directory is refused in one line.
+    begun = len(seen["begin"])
+    assert run_cli(tmp_path, capsys=capsys)["variants"] == results["variants"]
+    assert len(seen["begin"]) == begun
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(tmp_path, "--epochs", "4", capsys=capsys)
+    assert exit_info.value.code == 2
+    assert "another configuration" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("options, message", [
@@ -107,10 +144,13 @@ def test_end_to_end_beats_the_majority_action_and_reads_runs_back(tmp_path, caps
     (["--variants", "modular"], "variants"),
     (["--levels", "GoToMoon"], "levels"),
     (["--variants", "shared,shared"], "repeats"),
+    (["--learning-rate", "0"], "positive number"),
+    (["--batch-size", "x"], "positive integer"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, options, message):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(tmp_path, *options, capsys=capsys)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    # argparse prints its usage first; the error itself is the last line.
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err

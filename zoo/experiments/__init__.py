@@ -22,6 +22,8 @@ EXPERIMENTS = {
     "mt50": "zoo.metaworld.experiments:MT50",
     "mint-push": "zoo.metaworld.experiments:MINT_PUSH",
     "babyai": "zoo.babyai.experiments:BABYAI",
+    "polytropon-synthetic": "zoo.polytropon.experiments:POLYTROPON_SYNTHETIC",
+    "polytropon-crossfit": "zoo.polytropon.experiments:POLYTROPON_CROSSFIT",
     "babyai-bc": "zoo.babyai.cloning:BABYAI_BC",
 }
 DEFAULT_EXPERIMENT = "hyperteacher"

@@ -28,7 +28,11 @@ TINY = ["--num-primitives", "3", "--num-train-tasks", "2", "--num-heldout-tasks"
         "--examples-per-task", "16", "--few-shot", "4", "--eval-examples", "4",
         "--num-letters", "4", "--min-length", "2", "--max-length", "3",
         "--max-output-length", "6", "--hidden-dim", "16", "--num-layers", "1",
-        "--num-heads", "2", "--batch-size", "8", "--few-shot-steps", "2"]
+        "--num-heads", "2", "--batch-size", "8", "--few-shot-steps", "2",
+        # 1e-2, not the default 3e-3: at 3e-3 the 30 steps bring the loss
+        # down by only 20% (1.18 -> 0.95 on all three backends), too close to
+        # the bar below; at 1e-2 by 50% (1.17 -> 0.58).
+        "--learning-rate", "1e-2"]
 VARIANTS = "skilled,private"  # the two few-shot paths: add_new_tasks, a fresh skill
 STEPS = "30"
 
@@ -91,7 +95,7 @@ def test_multitask_loss_falls(synthetic_run):
     output_dir, _ = synthetic_run
     losses = run_result(output_dir, "skilled")["multitask_loss"]
     assert len(losses) == 10
-    assert losses[-1] < 0.8 * losses[0], losses
+    assert losses[-1] < 0.7 * losses[0], losses
 
 
 def test_finished_runs_and_phases_are_read_back(synthetic_run, monkeypatch):

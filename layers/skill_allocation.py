@@ -447,7 +447,11 @@ class _SkillAllocation(keras.layers.Layer):
         # (the ordered variable lists that saving follows), `_untrack_variable`
         # and `_tracker`, which locks a built layer against new state;
         # unlocking it is the only way to `add_weight` the grown variable.
-        store = (self._trainable_variables if old.trainable
+        # The store is the list the variable was created in: a variable
+        # frozen later (`variable.trainable = False`, as few-shot adaptation
+        # does) stays in `_trainable_variables`.
+        in_trainable_store = any(v is old for v in self._trainable_variables)
+        store = (self._trainable_variables if in_trainable_store
                  else self._non_trainable_variables)
         index = next(i for i, v in enumerate(store) if v is old)
         locked = self._tracker.locked
@@ -457,15 +461,14 @@ class _SkillAllocation(keras.layers.Layer):
             object.__delattr__(self, name)
             new = self.add_weight(
                 name=name, shape=tuple(value.shape), initializer="zeros",
-                trainable=old.trainable, autocast=False)
+                trainable=in_trainable_store, autocast=False)
             setattr(self, name, new)
         finally:
             if locked:
                 self._tracker.lock()
         new.assign(value)
+        new.trainable = old.trainable
         # Keep the variable's position so saved weights load in order.
-        store = (self._trainable_variables if new.trainable
-                 else self._non_trainable_variables)
         position = next(i for i, v in enumerate(store) if v is new)
         store.insert(index, store.pop(position))
 

@@ -481,6 +481,24 @@ def test_add_tasks_per_mode(mode):
         layer(np.ones((5, IN), "float32"), np.full(5, TASKS + 2, "int32"))
 
 
+def test_add_tasks_to_a_frozen_allocation():
+    # Few-shot adaptation in "average" mode freezes Z with
+    # `variable.trainable = False`; a later add_tasks must grow it in place:
+    # still frozen, same position among the weights, same values.
+    layer = _mode_layer("learned")
+    names = [v.name for v in layer.weights]
+    layer.skill_logits.trainable = False
+    before = to_np(layer.skill_logits)
+    assert layer.add_tasks(1) == [TASKS]
+    assert [v.name for v in layer.weights] == names
+    assert not layer.skill_logits.trainable
+    assert all(v is not layer.skill_logits for v in layer.trainable_variables)
+    np.testing.assert_array_equal(to_np(layer.skill_logits)[:TASKS], before)
+    layer.skill_logits.trainable = True
+    assert layer.add_tasks(1) == [TASKS + 1]
+    assert any(v is layer.skill_logits for v in layer.trainable_variables)
+
+
 @pytest.mark.parametrize("mode", ["learned", "moe", "hyper", "shared", "fixed"])
 @pytest.mark.parametrize("n", [0, -1, 1.5])
 def test_add_tasks_needs_a_positive_count(mode, n):

@@ -106,6 +106,8 @@ MODEL_INPUTS = (
     "decoder_token_ids",
     "decoder_padding_mask",
 )
+ALLOCATION_VARIABLE_NAMES = ("skill_logits", "task_embeddings")
+SKILL_VARIABLE_NAMES = ("lora_a", "lora_b", "sft_deltas")
 SKILLS_CONFIG_FILE = "skills.json"
 SKILLS_WEIGHTS_FILE = "skills.weights.h5"
 SKILLS_FORMAT = "modular_zoo.polytropon.skills"
@@ -693,15 +695,17 @@ class SkillBartSeq2SeqLM(keras_hub.models.BartSeq2SeqLM):
 
     @property
     def allocation_variables(self):
-        """The allocation logits Z (or "hyper" task embeddings) per layer."""
-        return [v for layer in self.skill_layers for v in layer.trainable_weights
-                if v.name in ("skill_logits", "task_embeddings")]
+        """The allocation logits Z (or "hyper" task embeddings) per layer,
+        frozen or not."""
+        return [v for layer in self.skill_layers for v in layer.weights
+                if v.name in ALLOCATION_VARIABLE_NAMES]
 
     @property
     def skill_variables(self):
-        """The trainable skill parameters (LoRA A and B, or SFT deltas)."""
-        return [v for layer in self.skill_layers for v in layer.trainable_weights
-                if v.name not in ("skill_logits", "task_embeddings")]
+        """The skill parameters (LoRA A and B, or SFT deltas) per layer,
+        frozen or not (few-shot adaptation may freeze either group)."""
+        return [v for layer in self.skill_layers for v in layer.weights
+                if v.name in SKILL_VARIABLE_NAMES]
 
     def skill_config(self):
         """The skill arguments of this model (JSON-compatible)."""

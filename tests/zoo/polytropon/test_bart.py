@@ -329,6 +329,21 @@ def test_add_tasks_and_allocation_metrics(tiny_preset):
     assert abs(metrics["mean"]["discreteness"]) < 1e-3  # all p ~ 0.5
 
 
+def test_variable_groups_survive_freezing_and_growing(tiny_preset):
+    from training.few_shot import freeze_for_few_shot
+
+    model = load(tiny_preset)
+    counts = (len(model.allocation_variables), len(model.skill_variables))
+    freeze_for_few_shot(model, "average")  # the allocation frozen
+    assert (len(model.allocation_variables), len(model.skill_variables)) == counts
+    assert model.add_tasks(1) == [3]
+    assert all(not v.trainable and v.shape[0] == 4 for v in model.allocation_variables)
+    freeze_for_few_shot(model, "allocation")  # the skills frozen
+    assert (len(model.allocation_variables), len(model.skill_variables)) == counts
+    assert not any(v.trainable for v in model.skill_variables)
+    model(token_inputs(model, [3, 0, 1]))
+
+
 def test_targets_and_skill_options_pass_through(tiny_preset):
     model = load(tiny_preset, targets=("query", "decoder_cross_attention.value"),
                  allocation="moe", top_k=1, num_splits=2, seed=3)

@@ -380,7 +380,8 @@ def _set_rows(variable, rows, value):
 # Optimisation.
 # ---------------------------------------------------------------------------
 def few_shot_optimizer(total_steps=1000, learning_rate=1e-3, allocation_learning_rate=0.1,
-                       warmup_fraction=0.1, weight_decay=1e-2, clipnorm=0.1):
+                       warmup_fraction=0.1, weight_decay=1e-2, clipnorm=0.1,
+                       epsilon=1e-8):
     """The paper's few-shot optimisation (Appendix A.2), built on
     `training.optimizers.dual_speed_optimizer`.
 
@@ -407,6 +408,8 @@ def few_shot_optimizer(total_steps=1000, learning_rate=1e-3, allocation_learning
         weight_decay: AdamW's decoupled weight decay of the skills (paper:
             1e-2).
         clipnorm: Global gradient norm per group (reference code: 0.1).
+        epsilon: Adam's epsilon (PyTorch's default 1e-8, not Keras's 1e-7:
+            `training.optimizers` NOTE 3).
 
     Returns:
         A `keras.optimizers.MultiOptimizer`.
@@ -432,7 +435,7 @@ def few_shot_optimizer(total_steps=1000, learning_rate=1e-3, allocation_learning
         total_steps, learning_rate=learning_rate,
         allocation_learning_rate=allocation_learning_rate,
         weight_decay=weight_decay, warmup_fraction=warmup_fraction, clipnorm=clipnorm,
-        allocation_pattern=FEW_SHOT_ALLOCATION_PATTERN)  # NOTE 2, NOTE 3
+        allocation_pattern=FEW_SHOT_ALLOCATION_PATTERN, epsilon=epsilon)  # NOTE 2, NOTE 3
 
 
 # ---------------------------------------------------------------------------

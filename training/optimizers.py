@@ -16,6 +16,15 @@ NOTE 1 (clipping): each optimizer of a `MultiOptimizer` clips its own
 NOTE 2 (schedule): `WarmupLinearDecay` is the schedule of Hugging Face's
   `get_linear_schedule_with_warmup` (the reference code's): linear from 0
   to the peak over the warm-up steps, then linear to 0 at `total_steps`.
+NOTE 3 (epsilon): Adam's epsilon is 1e-8, PyTorch's AdamW default, not
+  Keras's 1e-7. Keras adds epsilon before the bias correction of v, torch
+  after, so Keras's step t acts as torch's with epsilon / sqrt(1 - beta2^t)
+  (31.6 x epsilon at t = 1, 1.3 x at t = 1000): no constant matches torch,
+  1e-8 is the closer one. It matters for small gradients: the skill
+  gradients of a BART at random weights measured ~5e-8 per element
+  (benchmarks/bart_skill_speed.py), where Keras's default kept Adam's
+  steps on the skills at a fraction of the learning rate for hundreds of
+  steps.
 """
 
 import keras
@@ -71,11 +80,11 @@ def with_allocation_optimizer(optimizer, allocation_optimizer,
 
 def dual_speed_optimizer(total_steps, learning_rate=1e-3, allocation_learning_rate=0.1,
                          weight_decay=0.01, warmup_fraction=0.06, clipnorm=0.1,
-                         allocation_pattern=ALLOCATION_PATTERN):
+                         allocation_pattern=ALLOCATION_PATTERN, epsilon=1e-8):
     """The reference code's optimisation (module docstring): AdamW with a
     warm-up and linear decay for the skills, and one without weight decay
     for the allocation logits at `allocation_learning_rate` (None: one
-    AdamW for everything).
+    AdamW for everything), both with Adam's `epsilon` (NOTE 3).
 
     >>> optimizer = dual_speed_optimizer(total_steps=100)
     >>> type(optimizer).__name__
@@ -85,7 +94,8 @@ def dual_speed_optimizer(total_steps, learning_rate=1e-3, allocation_learning_ra
 
     def adamw(rate, decay):
         return keras.optimizers.AdamW(WarmupLinearDecay(rate, total_steps, warmup),
-                                      weight_decay=decay, global_clipnorm=clipnorm)
+                                      weight_decay=decay, global_clipnorm=clipnorm,
+                                      epsilon=epsilon)  # NOTE 3
 
     return with_allocation_optimizer(
         adamw(learning_rate, weight_decay),

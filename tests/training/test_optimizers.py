@@ -42,3 +42,20 @@ def test_allocation_logits_learn_at_their_own_rate_without_weight_decay():
     # Adam's first step moves each parameter by about its learning rate.
     assert steps[logits] == pytest.approx(0.1, rel=0.05)
     assert steps[skills] == pytest.approx(1e-3, rel=0.05)
+
+
+def test_adam_epsilon_is_torchs():
+    # NOTE 3: Keras's first Adam step on a gradient g is
+    # lr * sqrt(1 - beta2) g / (sqrt(1 - beta2) g + epsilon): for g = 5e-8
+    # (a BART's skills at random weights) 0.137 lr at epsilon 1e-8, 0.016 lr
+    # at Keras's default 1e-7.
+    layer = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")
+    model = keras.Sequential([keras.Input((1,)), layer])
+    model.compile(optimizer=dual_speed_optimizer(
+        total_steps=4, learning_rate=1e-3, allocation_learning_rate=None,
+        weight_decay=0.0, warmup_fraction=0.0, clipnorm=None), loss="mse")
+    # d/dw mean((w x - y)^2) = -2 x y at w = 0: 5e-8 for x = 1, y = -2.5e-8.
+    model.train_on_batch(np.ones((1, 1), "float32"), np.full((1, 1), -2.5e-8, "float32"))
+    step = float(np.abs(ops.convert_to_numpy(layer.kernel)).max())
+    scaled = 0.001 ** 0.5 * 5e-8
+    assert step == pytest.approx(1e-3 * scaled / (scaled + 1e-8), rel=0.02)
